@@ -1,0 +1,408 @@
+//! The daemon's settings, read once at start from the environment (see the
+//! contract's configuration table) and validated as a whole: every problem is
+//! reported, each naming its variable, so `webhookd check` can list them all.
+
+mod env;
+mod secrets;
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use url::Url;
+
+pub use env::{DEFAULT_ENV_FILE, Env};
+
+/// GitHub's own cap on a webhook payload: 25 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
+/// Deliveries waiting for a worker with the in-memory queue.
+pub const DEFAULT_MEMORY_QUEUE_CAPACITY: usize = 1024;
+/// GitHub's documented ceiling on concurrent requests per credential.
+pub const MAX_GITHUB_CONCURRENCY: usize = 100;
+
+/// One problem with the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{var}: {reason}")]
+    Invalid { var: String, reason: String },
+    #[error("{}: {reason}", path.display())]
+    File { path: PathBuf, reason: String },
+}
+
+impl ConfigError {
+    pub fn invalid(var: &str, reason: impl Into<String>) -> Self {
+        Self::Invalid { var: var.to_owned(), reason: reason.into() }
+    }
+}
+
+/// Every problem found, one per line.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// How GitHub API calls are authenticated.
+pub enum GitHubCredential {
+    /// A personal access token or any bearer token.
+    Token(SecretString),
+}
+
+impl fmt::Debug for GitHubCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Token(_) => f.write_str("Token([REDACTED])"),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct GitHubSettings {
+    pub api_url: Url,
+    /// `None` means dry run: calls are logged, not sent.
+    pub credential: Option<GitHubCredential>,
+    pub concurrency: usize,
+    pub write_interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    Memory,
+}
+
+#[derive(Debug)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub secrets: Vec<SecretString>,
+    pub github: GitHubSettings,
+    pub workers: usize,
+    pub queue_capacity: usize,
+    pub store: StoreKind,
+    /// How long delivery ids are remembered for deduplication.
+    pub retention: Duration,
+    pub max_attempts: u32,
+    pub max_body: usize,
+    pub shutdown_timeout: Duration,
+    pub rules: Option<PathBuf>,
+    pub log_format: LogFormat,
+    pub log_filter: String,
+}
+
+impl Settings {
+    /// Reads and validates every variable; returns all problems at once.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigErrors> {
+        let mut errors = Vec::new();
+        let e = &mut errors;
+
+        let listen = keep(e, parse_listen(env));
+        let secrets = keep(
+            e,
+            secrets::read_list(env, "WEBHOOKD_SECRET", "WEBHOOKD_SECRET_FILE").and_then(|s| {
+                s.ok_or_else(|| {
+                    ConfigError::invalid(
+                        "WEBHOOKD_SECRET",
+                        "required: the webhook secret set on GitHub (or WEBHOOKD_SECRET_FILE)",
+                    )
+                })
+            }),
+        );
+        let credential = keep(e, read_credential(env));
+        let api_url = keep(e, parse_api_url(env));
+        let concurrency = keep(
+            e,
+            parse_or(env, "WEBHOOKD_GITHUB_CONCURRENCY", 10_usize).and_then(|n| {
+                if (1..=MAX_GITHUB_CONCURRENCY).contains(&n) {
+                    Ok(n)
+                } else {
+                    Err(ConfigError::invalid(
+                        "WEBHOOKD_GITHUB_CONCURRENCY",
+                        format!("must be from 1 to {MAX_GITHUB_CONCURRENCY}, got {n}"),
+                    ))
+                }
+            }),
+        );
+        let write_interval = keep(e, parse_duration(env, "WEBHOOKD_GITHUB_WRITE_INTERVAL", Duration::from_secs(1)));
+        let workers = keep(e, parse_positive(env, "WEBHOOKD_WORKERS", default_workers()));
+        let store = keep(e, parse_store(env));
+        let queue_capacity = keep(e, parse_positive(env, "WEBHOOKD_QUEUE_CAPACITY", DEFAULT_MEMORY_QUEUE_CAPACITY));
+        let retention = keep(e, parse_duration(env, "WEBHOOKD_RETENTION", Duration::from_secs(7 * 24 * 3600)));
+        let max_attempts = keep(e, parse_positive(env, "WEBHOOKD_MAX_ATTEMPTS", 8_u32));
+        let max_body = keep(e, parse_positive(env, "WEBHOOKD_MAX_BODY", DEFAULT_MAX_BODY_BYTES));
+        let shutdown_timeout = keep(e, parse_seconds(env, "WEBHOOKD_SHUTDOWN_TIMEOUT", Duration::from_secs(30)));
+        let rules = keep(e, parse_rules(env));
+        let log_format = keep(e, parse_log_format(env));
+        let log_filter = env.get("RUST_LOG").unwrap_or("info").to_owned();
+
+        let (
+            Some(listen),
+            Some(secrets),
+            Some(credential),
+            Some(api_url),
+            Some(concurrency),
+            Some(write_interval),
+            Some(workers),
+            Some(store),
+            Some(queue_capacity),
+            Some(retention),
+            Some(max_attempts),
+            Some(max_body),
+            Some(shutdown_timeout),
+            Some(rules),
+            Some(log_format),
+        ) = (
+            listen,
+            secrets,
+            credential,
+            api_url,
+            concurrency,
+            write_interval,
+            workers,
+            store,
+            queue_capacity,
+            retention,
+            max_attempts,
+            max_body,
+            shutdown_timeout,
+            rules,
+            log_format,
+        )
+        else {
+            return Err(ConfigErrors(errors));
+        };
+        Ok(Self {
+            listen,
+            secrets,
+            github: GitHubSettings { api_url, credential, concurrency, write_interval },
+            workers,
+            queue_capacity,
+            store,
+            retention,
+            max_attempts,
+            max_body,
+            shutdown_timeout,
+            rules,
+            log_format,
+            log_filter,
+        })
+    }
+}
+
+/// The value of `result`, or `None` with its error added to `errors`.
+fn keep<T>(errors: &mut Vec<ConfigError>, result: Result<T, ConfigError>) -> Option<T> {
+    result.map_err(|e| errors.push(e)).ok()
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+fn parse_listen(env: &Env) -> Result<SocketAddr, ConfigError> {
+    let raw = env.get("WEBHOOKD_LISTEN").unwrap_or("127.0.0.1:8080");
+    if let Ok(addr) = raw.parse() {
+        return Ok(addr);
+    }
+    raw.to_socket_addrs().ok().and_then(|mut addrs| addrs.next()).ok_or_else(|| {
+        ConfigError::invalid("WEBHOOKD_LISTEN", format!("expected address:port such as 127.0.0.1:8080, got {raw:?}"))
+    })
+}
+
+fn parse_api_url(env: &Env) -> Result<Url, ConfigError> {
+    let raw = env.get("WEBHOOKD_GITHUB_API_URL").unwrap_or("https://api.github.com");
+    let url = Url::parse(raw)
+        .map_err(|e| ConfigError::invalid("WEBHOOKD_GITHUB_API_URL", format!("not a URL ({e}): {raw:?}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+        return Err(ConfigError::invalid("WEBHOOKD_GITHUB_API_URL", format!("expected an http(s) URL, got {raw:?}")));
+    }
+    Ok(url)
+}
+
+fn read_credential(env: &Env) -> Result<Option<GitHubCredential>, ConfigError> {
+    let token = secrets::read_one(env, "WEBHOOKD_GITHUB_TOKEN", "WEBHOOKD_GITHUB_TOKEN_FILE")?;
+    let app = env.get("WEBHOOKD_GITHUB_APP_ID").or(env.get("WEBHOOKD_GITHUB_APP_KEY_FILE"));
+    if app.is_some() {
+        return Err(ConfigError::invalid(
+            "WEBHOOKD_GITHUB_APP_ID",
+            "GitHub App authentication is not available in this version; use WEBHOOKD_GITHUB_TOKEN",
+        ));
+    }
+    Ok(token.map(GitHubCredential::Token))
+}
+
+fn parse_store(env: &Env) -> Result<StoreKind, ConfigError> {
+    match env.get("WEBHOOKD_STORE").unwrap_or("memory") {
+        "memory" => Ok(StoreKind::Memory),
+        other => Err(ConfigError::invalid(
+            "WEBHOOKD_STORE",
+            format!("unsupported store {other:?}: this version has only \"memory\""),
+        )),
+    }
+}
+
+fn parse_rules(env: &Env) -> Result<Option<PathBuf>, ConfigError> {
+    match env.get("WEBHOOKD_RULES") {
+        None => Ok(None),
+        Some(path) => Err(ConfigError::invalid(
+            "WEBHOOKD_RULES",
+            format!("rules files are not supported by this version yet (got {path:?}); unset it to log deliveries"),
+        )),
+    }
+}
+
+fn parse_log_format(env: &Env) -> Result<LogFormat, ConfigError> {
+    match env.get("WEBHOOKD_LOG_FORMAT").unwrap_or("text") {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => {
+            Err(ConfigError::invalid("WEBHOOKD_LOG_FORMAT", format!("expected \"text\" or \"json\", got {other:?}")))
+        }
+    }
+}
+
+fn parse_or<T: FromStr>(env: &Env, var: &str, default: T) -> Result<T, ConfigError> {
+    match env.get(var) {
+        None => Ok(default),
+        Some(raw) => {
+            raw.trim().parse().map_err(|_| ConfigError::invalid(var, format!("expected a whole number, got {raw:?}")))
+        }
+    }
+}
+
+fn parse_positive<T: FromStr + Default + PartialEq + Copy>(env: &Env, var: &str, default: T) -> Result<T, ConfigError> {
+    let value = parse_or(env, var, default)?;
+    if value == T::default() {
+        return Err(ConfigError::invalid(var, "must be at least 1"));
+    }
+    Ok(value)
+}
+
+/// A duration such as `1s`, `500ms`, `7d` or `2h 30m`.
+fn parse_duration(env: &Env, var: &str, default: Duration) -> Result<Duration, ConfigError> {
+    match env.get(var) {
+        None => Ok(default),
+        Some(raw) => humantime::parse_duration(raw.trim()).map_err(|_| {
+            ConfigError::invalid(var, format!("expected a duration such as 1s, 500ms or 7d, got {raw:?}"))
+        }),
+    }
+}
+
+/// Whole seconds (`30`), or a duration with a unit (`30s`, `2m`).
+fn parse_seconds(env: &Env, var: &str, default: Duration) -> Result<Duration, ConfigError> {
+    match env.get(var).map(str::trim) {
+        Some(raw) if raw.bytes().all(|b| b.is_ascii_digit()) => raw
+            .parse()
+            .map(Duration::from_secs)
+            .map_err(|_| ConfigError::invalid(var, format!("number of seconds out of range: {raw:?}"))),
+        _ => parse_duration(env, var, default),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        Env::from_pairs(pairs.iter().copied())
+    }
+
+    #[test]
+    fn defaults_apply_with_only_a_secret() {
+        let s = Settings::from_env(&env(&[("WEBHOOKD_SECRET", "s")])).expect("valid");
+        assert_eq!(s.listen, "127.0.0.1:8080".parse().expect("addr"));
+        assert_eq!(s.queue_capacity, 1024);
+        assert_eq!(s.max_body, 26_214_400);
+        assert_eq!(s.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(s.retention, Duration::from_secs(7 * 86_400));
+        assert_eq!(s.github.api_url.as_str(), "https://api.github.com/");
+        assert_eq!(s.github.concurrency, 10);
+        assert_eq!(s.github.write_interval, Duration::from_secs(1));
+        assert_eq!(s.max_attempts, 8);
+        assert!(s.github.credential.is_none());
+        assert!(s.workers >= 1);
+        assert_eq!(s.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn missing_secret_is_named() {
+        let err = Settings::from_env(&env(&[])).expect_err("invalid").to_string();
+        assert!(err.contains("WEBHOOKD_SECRET"), "{err}");
+    }
+
+    #[test]
+    fn every_bad_variable_is_reported_by_name() {
+        let err = Settings::from_env(&env(&[
+            ("WEBHOOKD_SECRET", "s"),
+            ("WEBHOOKD_LISTEN", "nowhere"),
+            ("WEBHOOKD_WORKERS", "0"),
+            ("WEBHOOKD_QUEUE_CAPACITY", "lots"),
+            ("WEBHOOKD_GITHUB_API_URL", "ftp://x"),
+            ("WEBHOOKD_GITHUB_CONCURRENCY", "101"),
+            ("WEBHOOKD_GITHUB_WRITE_INTERVAL", "soon"),
+            ("WEBHOOKD_RETENTION", "forever"),
+            ("WEBHOOKD_MAX_BODY", "-1"),
+            ("WEBHOOKD_SHUTDOWN_TIMEOUT", "x"),
+            ("WEBHOOKD_LOG_FORMAT", "xml"),
+            ("WEBHOOKD_STORE", "postgres://db"),
+        ]))
+        .expect_err("invalid")
+        .to_string();
+        for var in [
+            "WEBHOOKD_LISTEN",
+            "WEBHOOKD_WORKERS",
+            "WEBHOOKD_QUEUE_CAPACITY",
+            "WEBHOOKD_GITHUB_API_URL",
+            "WEBHOOKD_GITHUB_CONCURRENCY",
+            "WEBHOOKD_GITHUB_WRITE_INTERVAL",
+            "WEBHOOKD_RETENTION",
+            "WEBHOOKD_MAX_BODY",
+            "WEBHOOKD_SHUTDOWN_TIMEOUT",
+            "WEBHOOKD_LOG_FORMAT",
+            "WEBHOOKD_STORE",
+        ] {
+            assert!(err.lines().any(|l| l.starts_with(&format!("{var}:"))), "{var} missing from:\n{err}");
+        }
+    }
+
+    #[test]
+    fn durations_accept_units_and_plain_seconds() {
+        let s = Settings::from_env(&env(&[
+            ("WEBHOOKD_SECRET", "s"),
+            ("WEBHOOKD_SHUTDOWN_TIMEOUT", "5"),
+            ("WEBHOOKD_RETENTION", "2d"),
+            ("WEBHOOKD_GITHUB_WRITE_INTERVAL", "250ms"),
+        ]))
+        .expect("valid");
+        assert_eq!(s.shutdown_timeout, Duration::from_secs(5));
+        assert_eq!(s.retention, Duration::from_secs(2 * 86_400));
+        assert_eq!(s.github.write_interval, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn token_is_read_and_never_printed() {
+        let s =
+            Settings::from_env(&env(&[("WEBHOOKD_SECRET", "hook-secret"), ("WEBHOOKD_GITHUB_TOKEN", "ghp_topsecret")]))
+                .expect("valid");
+        assert!(matches!(s.github.credential, Some(GitHubCredential::Token(_))));
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("ghp_topsecret") && !debug.contains("hook-secret"), "{debug}");
+    }
+}

@@ -1,0 +1,161 @@
+//! A verified delivery: its GitHub headers, the raw bytes exactly as received
+//! (kept for handlers, forwarding and, later, the durable store), and the few
+//! payload fields routing and logging need. Receiving reads only those fields
+//! (a typed parse that validates the whole document but builds nothing else);
+//! the full JSON tree is built at most once, when a handler first asks for it.
+
+use std::sync::OnceLock;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::webhook::body::{self, BodyError, ContentKind};
+use crate::webhook::headers::GitHubHeaders;
+pub use crate::webhook::headers::{DeliveryId, EventName};
+
+/// The fields of a payload that routing, logging and metrics use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Routing {
+    pub action: Option<String>,
+    /// `owner/name`.
+    pub repository: Option<String>,
+    pub installation_id: Option<u64>,
+    pub sender: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RoutingFields {
+    action: Option<String>,
+    repository: Option<Named>,
+    installation: Option<Installation>,
+    sender: Option<Login>,
+}
+
+#[derive(Deserialize)]
+struct Named {
+    full_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Installation {
+    id: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct Login {
+    login: Option<String>,
+}
+
+impl Routing {
+    /// Validates `json` as one JSON object and extracts the routing fields.
+    pub fn parse(json: &[u8]) -> Result<Self, BodyError> {
+        // Ignored string contents are not UTF-8-checked by the skipping parser;
+        // checking up front keeps the later full parse from failing.
+        std::str::from_utf8(json).map_err(|e| BodyError::InvalidJson(e.to_string()))?;
+        // A struct also deserialises from a JSON array; GitHub sends objects only.
+        if json.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(BodyError::NotAnObject);
+        }
+        let fields: RoutingFields = serde_json::from_slice(json).map_err(|e| BodyError::InvalidJson(e.to_string()))?;
+        Ok(Self {
+            action: fields.action,
+            repository: fields.repository.and_then(|r| r.full_name),
+            installation_id: fields.installation.and_then(|i| i.id),
+            sender: fields.sender.and_then(|s| s.login),
+        })
+    }
+}
+
+/// A delivery that passed the signature check and parses as JSON.
+#[derive(Debug)]
+pub struct Delivery {
+    pub headers: GitHubHeaders,
+    pub routing: Routing,
+    pub received_at: SystemTime,
+    pub content_kind: ContentKind,
+    /// The body exactly as received and signed.
+    pub raw: Bytes,
+    /// The JSON document (`raw` itself for JSON bodies, the decoded `payload=` field for forms).
+    json: Bytes,
+    payload: OnceLock<Result<Value, String>>,
+}
+
+impl Delivery {
+    /// Decodes and checks a verified body.
+    pub fn from_verified(headers: GitHubHeaders, content_kind: ContentKind, raw: Bytes) -> Result<Self, BodyError> {
+        let json = body::json_bytes(content_kind, &raw)?;
+        let routing = Routing::parse(&json)?;
+        Ok(Self { headers, routing, received_at: SystemTime::now(), content_kind, raw, json, payload: OnceLock::new() })
+    }
+
+    pub fn id(&self) -> &DeliveryId {
+        &self.headers.delivery_id
+    }
+
+    pub fn event(&self) -> &EventName {
+        &self.headers.event
+    }
+
+    pub fn action(&self) -> Option<&str> {
+        self.routing.action.as_deref()
+    }
+
+    /// `event` or `event.action`, the name rules and logs use.
+    pub fn kind(&self) -> String {
+        match self.action() {
+            Some(action) => format!("{}.{action}", self.event()),
+            None => self.event().to_string(),
+        }
+    }
+
+    /// The JSON document as bytes.
+    pub fn json(&self) -> &Bytes {
+        &self.json
+    }
+
+    /// The whole payload, parsed on first use and kept.
+    pub fn payload(&self) -> Result<&Value, PayloadError> {
+        self.payload
+            .get_or_init(|| serde_json::from_slice(&self.json).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| PayloadError(e.clone()))
+    }
+}
+
+/// The payload passed the receive-time check but not the full parse (for
+/// example an escaped lone surrogate in a string the check skipped).
+#[derive(Debug, thiserror::Error)]
+#[error("payload does not parse as JSON: {0}")]
+pub struct PayloadError(String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_fields_are_extracted() {
+        let json = br#"{"action":"opened","issue":{"number":1},"repository":{"full_name":"o/r","id":3},
+            "installation":{"id":42},"sender":{"login":"octocat"}}"#;
+        let r = Routing::parse(json).expect("valid");
+        assert_eq!(
+            r,
+            Routing {
+                action: Some("opened".into()),
+                repository: Some("o/r".into()),
+                installation_id: Some(42),
+                sender: Some("octocat".into())
+            }
+        );
+    }
+
+    #[test]
+    fn invalid_documents_are_refused() {
+        assert!(matches!(Routing::parse(b"{\"a\":"), Err(BodyError::InvalidJson(_))));
+        assert!(matches!(Routing::parse(b"[\"opened\"]"), Err(BodyError::NotAnObject)));
+        assert!(matches!(Routing::parse(b"{} trailing"), Err(BodyError::InvalidJson(_))));
+        assert!(matches!(Routing::parse(b"{\"a\":\"\xff\"}"), Err(BodyError::InvalidJson(_))));
+        assert!(matches!(Routing::parse(b"{\"action\":5}"), Err(BodyError::InvalidJson(_))));
+    }
+}

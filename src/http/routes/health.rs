@@ -1,0 +1,25 @@
+//! Liveness and readiness. `/healthz` answers while the process serves;
+//! `/readyz` turns 503 while draining or while the queue is full, so a load
+//! balancer stops sending before deliveries are refused.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use serde_json::json;
+
+use crate::http::HttpState;
+
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+pub async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
+    let (status, error) = if state.readiness.is_draining() {
+        ("draining", "webhookd is shutting down")
+    } else if !state.queue.has_room() {
+        ("queue_full", "the delivery queue is full")
+    } else {
+        return HttpResponse::Ok().json(json!({ "status": "ready", "queue_depth": state.queue.depth() }));
+    };
+    HttpResponse::build(StatusCode::SERVICE_UNAVAILABLE)
+        .json(json!({ "status": status, "error": error, "queue_depth": state.queue.depth() }))
+}

@@ -1,0 +1,29 @@
+//! webhookd: a GitHub webhook receiver and processing daemon.
+//!
+//! A delivery flows one way:
+//! `http` (receive: size, content type, `webhook::signature`, `webhook::headers`,
+//! `delivery` parse) → `queue` (bounded, deduplicated hand-off behind the
+//! `DeliveryQueue` trait) → `worker` (a pool running a `handler::Handler`) →
+//! `github` (the one shared API client). `startup` builds all of it from
+//! `config::Settings` and owns the shutdown sequence; `lifecycle` turns signals
+//! into a stop; `telemetry` holds logging and metrics; `send` is the CLI's
+//! signed-delivery sender.
+
+pub mod cli;
+pub mod config;
+pub mod delivery;
+pub mod github;
+pub mod handler;
+pub mod http;
+pub mod lifecycle;
+pub mod queue;
+pub mod send;
+pub mod startup;
+pub mod telemetry;
+pub mod webhook;
+pub mod worker;
+
+pub use delivery::Delivery;
+pub use github::GitHub;
+pub use handler::{Handler, HandlerError, LogHandler};
+pub use startup::Application;

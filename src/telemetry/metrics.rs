@@ -1,0 +1,155 @@
+//! Prometheus metrics. The names and labels of the contract's metrics table are
+//! part of the external interface; the rest may grow. Every label value comes
+//! from a bounded set (event names only after the signature checked out,
+//! outcomes, HTTP methods and status codes), never from raw paths or repository
+//! names. Gauges that mirror state are refreshed when `/metrics` is scraped.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// Upper bounds of the processing-duration buckets, in seconds.
+const PROCESSING_BUCKETS_SECS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+pub struct Metrics {
+    registry: Registry,
+    /// Every verified delivery, duplicates included.
+    pub deliveries_received: IntCounterVec,
+    /// Processing outcomes: `ok`, `retry`, `failed`, `dead`.
+    pub deliveries_processed: IntCounterVec,
+    /// Verified deliveries answered `duplicate`.
+    pub deliveries_duplicate: IntCounterVec,
+    /// Deliveries refused before processing, by reason (signature, headers, body, full, draining, ...).
+    pub deliveries_rejected: IntCounterVec,
+    pub signature_failures: IntCounter,
+    /// Deliveries waiting for a worker.
+    pub queue_depth: IntGauge,
+    pub processing_duration: HistogramVec,
+    /// Handlers that panicked (the worker survives).
+    pub handler_panics: IntCounter,
+    pub github_requests: IntCounterVec,
+    /// Deliveries being processed right now.
+    pub deliveries_in_flight: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let metric = IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| invalid(name, e));
+            registry.register(Box::new(metric.clone())).unwrap_or_else(|e| invalid(name, e));
+            metric
+        };
+        let deliveries_received = counter_vec(
+            "webhookd_deliveries_received_total",
+            "Verified deliveries received, duplicates included.",
+            &["event"],
+        );
+        let deliveries_processed = counter_vec(
+            "webhookd_deliveries_processed_total",
+            "Deliveries processed, by outcome (ok, retry, failed, dead).",
+            &["event", "outcome"],
+        );
+        let deliveries_duplicate =
+            counter_vec("webhookd_deliveries_duplicate_total", "Redeliveries answered as duplicates.", &["event"]);
+        let deliveries_rejected = counter_vec(
+            "webhookd_deliveries_rejected_total",
+            "Deliveries refused before queueing, by reason.",
+            &["reason"],
+        );
+        let github_requests = counter_vec(
+            "webhookd_github_requests_total",
+            "GitHub API requests, by method and status.",
+            &["method", "status"],
+        );
+
+        let signature_failures =
+            IntCounter::new("webhookd_signature_failures_total", "Deliveries whose signature did not verify.")
+                .unwrap_or_else(|e| invalid("webhookd_signature_failures_total", e));
+        let handler_panics =
+            IntCounter::new("webhookd_handler_panics_total", "Handlers that panicked; the worker survives.")
+                .unwrap_or_else(|e| invalid("webhookd_handler_panics_total", e));
+        let queue_depth = IntGauge::new("webhookd_queue_depth", "Deliveries waiting for a worker.")
+            .unwrap_or_else(|e| invalid("webhookd_queue_depth", e));
+        let deliveries_in_flight = IntGauge::new("webhookd_deliveries_in_flight", "Deliveries being processed.")
+            .unwrap_or_else(|e| invalid("webhookd_deliveries_in_flight", e));
+        let processing_duration = HistogramVec::new(
+            HistogramOpts::new("webhookd_processing_duration_seconds", "Time spent processing one delivery.")
+                .buckets(PROCESSING_BUCKETS_SECS.to_vec()),
+            &["event"],
+        )
+        .unwrap_or_else(|e| invalid("webhookd_processing_duration_seconds", e));
+        for metric in [
+            Box::new(signature_failures.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(handler_panics.clone()),
+            Box::new(queue_depth.clone()),
+            Box::new(deliveries_in_flight.clone()),
+            Box::new(processing_duration.clone()),
+        ] {
+            registry.register(metric).unwrap_or_else(|e| invalid("collector", e));
+        }
+        Self {
+            registry,
+            deliveries_received,
+            deliveries_processed,
+            deliveries_duplicate,
+            deliveries_rejected,
+            signature_failures,
+            queue_depth,
+            processing_duration,
+            handler_panics,
+            github_requests,
+            deliveries_in_flight,
+        }
+    }
+
+    pub fn observe_processing(&self, event: &str, seconds: f64) {
+        self.processing_duration.with_label_values(&[event]).observe(seconds);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Metric definitions are constants of this file; an invalid one is a bug here.
+fn invalid(name: &str, err: prometheus::Error) -> ! {
+    panic!("metric {name} is defined wrongly: {err}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_metric_names_are_exposed() {
+        let m = Metrics::new();
+        m.deliveries_received.with_label_values(&["push"]).inc();
+        m.deliveries_processed.with_label_values(&["push", "ok"]).inc();
+        m.github_requests.with_label_values(&["POST", "201"]).inc();
+        m.observe_processing("push", 0.01);
+        let text = m.encode();
+        for needle in [
+            "webhookd_deliveries_received_total{event=\"push\"} 1",
+            "webhookd_deliveries_processed_total{event=\"push\",outcome=\"ok\"} 1",
+            "webhookd_signature_failures_total 0",
+            "webhookd_queue_depth 0",
+            "webhookd_processing_duration_seconds_bucket{event=\"push\"",
+            "webhookd_github_requests_total{method=\"POST\",status=\"201\"} 1",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from:\n{text}");
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! The worker pool: `WEBHOOKD_WORKERS` tasks, each taking one delivery at a
+//! time from the queue and running the handler on it with the shared GitHub
+//! client. A failing or panicking handler is logged with the delivery id and
+//! counted; the worker goes on with the next delivery.
+//!
+//! Draining: once the queue is closed, workers finish what is queued and stop.
+//! If the drain deadline passes first, workers are aborted and every delivery
+//! they held or left waiting is reported by id.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::delivery::{Delivery, DeliveryId};
+use crate::github::GitHub;
+use crate::handler::Handler;
+use crate::queue::{DeliveryQueue, Finished};
+use crate::telemetry::metrics::Metrics;
+
+/// Everything a worker shares with the others.
+#[derive(Clone)]
+pub struct WorkerContext {
+    pub queue: Arc<dyn DeliveryQueue>,
+    pub handler: Arc<dyn Handler>,
+    pub github: Arc<GitHub>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The running pool.
+pub struct WorkerPool {
+    tasks: JoinSet<()>,
+    /// Which delivery each worker is processing, for the drain-timeout report.
+    in_flight: Arc<Mutex<HashMap<usize, DeliveryId>>>,
+}
+
+/// How a drain ended.
+#[derive(Debug, Default)]
+pub struct DrainReport {
+    /// Deliveries being processed when the deadline passed (their work was cut short).
+    pub interrupted: Vec<DeliveryId>,
+}
+
+impl WorkerPool {
+    /// Starts `count` workers. They hold clones of `ctx` until they stop.
+    pub fn start(count: usize, ctx: WorkerContext) -> Self {
+        let in_flight = Arc::new(Mutex::new(HashMap::new()));
+        let mut tasks = JoinSet::new();
+        for index in 0..count {
+            tasks.spawn(run_worker(index, ctx.clone(), in_flight.clone()));
+        }
+        Self { tasks, in_flight }
+    }
+
+    /// Waits for every worker to stop (the queue must be closed), up to
+    /// `timeout`; then aborts the rest and reports what they held.
+    pub async fn drain(mut self, timeout: Duration) -> DrainReport {
+        let all_stopped = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(timeout, all_stopped).await.is_ok() {
+            return DrainReport::default();
+        }
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        let mut interrupted: Vec<DeliveryId> =
+            self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).drain().map(|(_, id)| id).collect();
+        interrupted.sort();
+        DrainReport { interrupted }
+    }
+}
+
+async fn run_worker(index: usize, ctx: WorkerContext, in_flight: Arc<Mutex<HashMap<usize, DeliveryId>>>) {
+    tracing::debug!(worker = index, "worker started");
+    while let Some(delivery) = ctx.queue.next().await {
+        in_flight.lock().unwrap_or_else(PoisonError::into_inner).insert(index, delivery.id().clone());
+        process(&ctx, &delivery).await;
+        in_flight.lock().unwrap_or_else(PoisonError::into_inner).remove(&index);
+    }
+    tracing::debug!(worker = index, "worker stopped: queue closed and empty");
+}
+
+/// Runs the handler on one delivery and records the outcome.
+async fn process(ctx: &WorkerContext, delivery: &Delivery) {
+    let span = tracing::info_span!(
+        "delivery",
+        delivery.id = %delivery.id(),
+        github.event = %delivery.event(),
+        github.action = delivery.action(),
+        repository = delivery.routing.repository.as_deref(),
+    );
+    let started = Instant::now();
+    ctx.metrics.deliveries_in_flight.inc();
+    let result =
+        AssertUnwindSafe(ctx.handler.handle(delivery, &ctx.github)).catch_unwind().instrument(span.clone()).await;
+    ctx.metrics.deliveries_in_flight.dec();
+    let event = delivery.event().as_str();
+    ctx.metrics.observe_processing(event, started.elapsed().as_secs_f64());
+    let finished = span.in_scope(|| match result {
+        Ok(Ok(())) => {
+            tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "handler succeeded");
+            Finished::Ok
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, retryable = e.is_retryable(), "handler failed");
+            Finished::Failed
+        }
+        Err(panic) => {
+            ctx.metrics.handler_panics.inc();
+            tracing::error!(panic = panic_message(&*panic), "handler panicked; the worker goes on");
+            Finished::Failed
+        }
+    });
+    let outcome = match finished {
+        Finished::Ok => "ok",
+        Finished::Failed => "failed",
+    };
+    ctx.metrics.deliveries_processed.with_label_values(&[event, outcome]).inc();
+    ctx.queue.finish(delivery.id(), finished).await;
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("non-string panic payload")
+}
