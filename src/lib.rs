@@ -17,6 +17,7 @@ pub mod handler;
 pub mod http;
 pub mod lifecycle;
 pub mod queue;
+pub mod run;
 pub mod send;
 pub mod startup;
 pub mod telemetry;

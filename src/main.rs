@@ -7,12 +7,10 @@ use std::sync::Arc;
 
 use clap::Parser;
 use webhookd::cli::{Cli, Command, SendArgs};
-use webhookd::config::{ConfigError, Env, GitHubCredential, Settings};
+use webhookd::config::{Env, GitHubCredential};
+use webhookd::run::{EXIT_CONFIG, EXIT_RUNTIME, config_error, load_settings, runtime};
 use webhookd::webhook::headers::EventName;
-use webhookd::{Application, LogHandler, lifecycle, send, telemetry};
-
-const EXIT_RUNTIME: u8 = 1;
-const EXIT_CONFIG: u8 = 2;
+use webhookd::{LogHandler, run, send};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -21,65 +19,14 @@ fn main() -> ExitCode {
         Err(e) => return config_error(&e),
     };
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(&env),
+        Command::Serve => run::serve(&env, Arc::new(LogHandler)),
         Command::Check => check(&env),
         Command::Send(args) => send(&env, &args),
     }
 }
 
-fn load(env: &Env) -> Result<Settings, ExitCode> {
-    Settings::from_env(env).map_err(|errors| {
-        eprintln!("webhookd: invalid configuration:");
-        for e in &errors.0 {
-            eprintln!("  {e}");
-        }
-        ExitCode::from(EXIT_CONFIG)
-    })
-}
-
-fn config_error(e: &ConfigError) -> ExitCode {
-    eprintln!("webhookd: {e}");
-    ExitCode::from(EXIT_CONFIG)
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
-        eprintln!("webhookd: cannot start the async runtime: {e}");
-        ExitCode::from(EXIT_RUNTIME)
-    })
-}
-
-fn serve(env: &Env) -> ExitCode {
-    let settings = match load(env) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    if let Err(e) = telemetry::init(settings.log_format, &settings.log_filter) {
-        return config_error(&e);
-    }
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    let result = rt.block_on(async {
-        let app = Application::build(&settings, Arc::new(LogHandler)).await?;
-        app.run_until_stopped(lifecycle::wait_for_stop_signal()).await
-    });
-    match result {
-        Ok(report) => {
-            tracing::info!(exit_code = report.exit_code(), "webhookd stopped");
-            ExitCode::from(report.exit_code())
-        }
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "webhookd failed");
-            eprintln!("webhookd: {e:#}");
-            ExitCode::from(EXIT_RUNTIME)
-        }
-    }
-}
-
 fn check(env: &Env) -> ExitCode {
-    let s = match load(env) {
+    let s = match load_settings(env) {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -102,7 +49,7 @@ fn check(env: &Env) -> ExitCode {
 }
 
 fn send(env: &Env, args: &SendArgs) -> ExitCode {
-    let settings = match load(env) {
+    let settings = match load_settings(env) {
         Ok(s) => s,
         Err(code) => return code,
     };

@@ -53,6 +53,12 @@ impl StopReport {
     }
 }
 
+/// Runs the daemon with `handler` until SIGTERM or SIGINT, then drains.
+pub async fn serve_until_signalled(settings: &Settings, handler: Arc<dyn Handler>) -> anyhow::Result<StopReport> {
+    let app = Application::build(settings, handler).await?;
+    app.run_until_stopped(crate::lifecycle::wait_for_stop_signal()).await
+}
+
 impl Application {
     /// Binds the listener and starts the workers; serving starts with
     /// `run_until_stopped`.

@@ -17,7 +17,9 @@ pub use errors::WebhookError;
 pub use state::{HttpState, Readiness};
 
 /// How long in-flight requests get to finish once the server is told to stop.
-const GRACEFUL_STOP: Duration = Duration::from_secs(5);
+/// The server stops after the drain, when only quick refusals and probes can
+/// be in flight; idle keep-alive connections would otherwise hold it this long.
+const GRACEFUL_STOP: Duration = Duration::from_secs(1);
 
 /// Builds the server on `listener`; it runs once awaited or spawned.
 pub fn server(listener: TcpListener, state: web::Data<HttpState>) -> std::io::Result<Server> {

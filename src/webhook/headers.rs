@@ -54,7 +54,10 @@ pub struct EventName(String);
 impl EventName {
     pub fn parse(raw: &str) -> Result<Self, HeaderError> {
         const NAME: &str = "X-GitHub-Event";
-        if raw.is_empty() || raw.len() > MAX_EVENT_LEN || !raw.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+        if raw.is_empty()
+            || raw.len() > MAX_EVENT_LEN
+            || !raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
             return Err(HeaderError::Invalid(NAME, "expected an event name such as push or pull_request"));
         }
         Ok(Self(raw.to_owned()))
@@ -149,6 +152,7 @@ mod tests {
     #[test]
     fn odd_values_are_refused() {
         assert!(EventName::parse("Push!").is_err());
+        assert!(EventName::parse("projects_v2_item").is_ok(), "event names may hold digits");
         assert!(DeliveryId::parse("a b").is_err());
         assert!(DeliveryId::parse(&"x".repeat(129)).is_err());
     }

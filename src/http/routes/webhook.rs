@@ -36,10 +36,12 @@ async fn accept(req: &HttpRequest, payload: web::Payload, state: &HttpState) -> 
     if declared.is_some_and(|len| len > max) {
         return Err(WebhookError::TooLarge { max });
     }
+    // The size of a chunked body is known only once read (capped): read it
+    // before judging the content type, as the contract orders the checks.
+    let raw = read_body(payload, max, declared).await?;
     let content_type = req.headers().get(CONTENT_TYPE).map(|v| v.to_str().unwrap_or("(not text)"));
     let kind = ContentKind::from_header(content_type)
         .ok_or_else(|| WebhookError::UnsupportedContentType(content_type.unwrap_or("(none)").to_owned()))?;
-    let raw = read_body(payload, max, declared).await?;
 
     state.verifier.verify(
         req.headers().get("X-Hub-Signature-256").map(|v| v.as_bytes()),

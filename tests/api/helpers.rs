@@ -1,0 +1,209 @@
+//! The test harness: `spawn_app` starts the real application on port 0 with a
+//! test secret, `TestApp::post_webhook` signs deliveries like GitHub does, and
+//! `ConnectionCounter` stands between the app and the mock GitHub to count
+//! the TCP connections the shared client opens and closes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use secrecy::SecretString;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use webhookd::config::{Env, Settings};
+use webhookd::startup::StopReport;
+use webhookd::telemetry::metrics::Metrics;
+use webhookd::webhook::signature;
+use webhookd::{Application, Delivery, GitHub, Handler, HandlerError};
+
+pub const TEST_SECRET: &str = "test-webhook-secret-5f1c";
+pub const TEST_TOKEN: &str = "ghp_testtoken0123456789abcdef";
+/// Upper bound on any wait in these tests: reaching it means the test failed.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub struct TestApp {
+    pub address: String,
+    pub http: reqwest::Client,
+    pub metrics: Arc<Metrics>,
+    stop: Option<oneshot::Sender<()>>,
+    running: JoinHandle<anyhow::Result<StopReport>>,
+}
+
+/// Starts the app with the test secret, port 0 and `extra` variables.
+pub async fn spawn_app(extra: &[(&str, &str)], handler: Arc<dyn Handler>) -> TestApp {
+    let mut env = Env::from_pairs([("WEBHOOKD_SECRET", TEST_SECRET), ("WEBHOOKD_LISTEN", "127.0.0.1:0")]);
+    for (k, v) in extra {
+        env.set(*k, *v);
+    }
+    let settings = Settings::from_env(&env).expect("test settings are valid");
+    let app = Application::build(&settings, handler).await.expect("app builds");
+    let address = format!("http://{}", app.local_addr());
+    let metrics = app.metrics();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    TestApp { address, http: reqwest::Client::new(), metrics, stop: Some(stop), running }
+}
+
+impl TestApp {
+    /// A delivery request signed with the test secret.
+    pub fn webhook(&self, event: &str, delivery_id: &str, body: Vec<u8>) -> reqwest::RequestBuilder {
+        let signature = signature::sign(&SecretString::from(TEST_SECRET), &body);
+        self.http
+            .post(format!("{}/webhook", self.address))
+            .header("Content-Type", "application/json")
+            .header("X-GitHub-Event", event)
+            .header("X-GitHub-Delivery", delivery_id)
+            .header("X-Hub-Signature-256", signature)
+            .body(body)
+    }
+
+    /// Posts a signed delivery with a fresh id.
+    pub async fn post_webhook(&self, event: &str, body: Vec<u8>) -> reqwest::Response {
+        self.webhook(event, &uuid::Uuid::new_v4().to_string(), body).send().await.expect("request sent")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(format!("{}{path}", self.address)).send().await.expect("request sent")
+    }
+
+    /// Runs the shutdown sequence and returns its report.
+    pub async fn stop(mut self) -> StopReport {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(WAIT, &mut self.running)
+            .await
+            .expect("app stops in time")
+            .expect("app task did not panic")
+            .expect("app stops cleanly")
+    }
+}
+
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/github-payloads")
+}
+
+/// A payload from `tests/fixtures/github-payloads/`, e.g. `issues/opened.payload.json`.
+pub fn fixture(path: &str) -> Vec<u8> {
+    std::fs::read(fixtures_dir().join(path)).expect("fixture exists")
+}
+
+/// Reports each processed delivery id on a channel, so tests await events
+/// instead of sleeping.
+pub struct RecordingHandler {
+    processed: mpsc::UnboundedSender<String>,
+}
+
+impl RecordingHandler {
+    pub fn new() -> (Arc<Self>, mpsc::UnboundedReceiver<String>) {
+        let (processed, rx) = mpsc::unbounded_channel();
+        (Arc::new(Self { processed }), rx)
+    }
+}
+
+#[async_trait]
+impl Handler for RecordingHandler {
+    async fn handle(&self, delivery: &Delivery, _github: &GitHub) -> Result<(), HandlerError> {
+        let _ = self.processed.send(delivery.id().to_string());
+        Ok(())
+    }
+}
+
+/// Comments on the issue of an `issues` delivery through the shared client,
+/// then reports the delivery id.
+pub struct CommentingHandler {
+    processed: mpsc::UnboundedSender<String>,
+}
+
+impl CommentingHandler {
+    pub fn new() -> (Arc<Self>, mpsc::UnboundedReceiver<String>) {
+        let (processed, rx) = mpsc::unbounded_channel();
+        (Arc::new(Self { processed }), rx)
+    }
+}
+
+#[async_trait]
+impl Handler for CommentingHandler {
+    async fn handle(&self, delivery: &Delivery, github: &GitHub) -> Result<(), HandlerError> {
+        let payload = delivery.payload()?;
+        let repo = delivery.routing.repository.as_deref().unwrap_or("unknown/unknown");
+        let number = payload["issue"]["number"].as_u64().unwrap_or(0);
+        let body = serde_json::json!({ "body": format!("seen {}", delivery.id()) });
+        github.post(&format!("/repos/{repo}/issues/{number}/comments"), &body).await?;
+        let _ = self.processed.send(delivery.id().to_string());
+        Ok(())
+    }
+}
+
+/// Receives `n` ids from `rx`, failing the test if they do not come in time.
+pub async fn receive_n(rx: &mut mpsc::UnboundedReceiver<String>, n: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    while ids.len() < n {
+        match tokio::time::timeout(WAIT, rx.recv()).await {
+            Ok(Some(id)) => ids.push(id),
+            Ok(None) => panic!("handler channel closed after {} of {n}", ids.len()),
+            Err(_) => panic!("only {} of {n} deliveries processed in time", ids.len()),
+        }
+    }
+    ids
+}
+
+/// A TCP proxy in front of the mock GitHub that counts connections: how many
+/// were accepted, and how many are still open.
+pub struct ConnectionCounter {
+    pub address: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    open: watch::Receiver<usize>,
+}
+
+impl ConnectionCounter {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let address = listener.local_addr().expect("proxy address");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (open_tx, open) = watch::channel(0usize);
+        let open_tx = Arc::new(open_tx);
+        let counted = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                open_tx.send_modify(|n| *n += 1);
+                let open_tx = open_tx.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                    open_tx.send_modify(|n| *n -= 1);
+                });
+            }
+        });
+        Self { address, accepted, open }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    pub fn open(&self) -> usize {
+        *self.open.borrow()
+    }
+
+    /// Waits until every accepted connection has been closed.
+    pub async fn wait_all_closed(&self) -> Result<(), usize> {
+        let mut open = self.open.clone();
+        match tokio::time::timeout(WAIT, open.wait_for(|n| *n == 0)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(self.open()),
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! One integration-test binary: each module starts the real application on a
+//! random port, against a mock GitHub API on loopback where GitHub is needed.
+
+mod helpers;
+mod lifecycle;
+mod pooling;
+mod process;
+mod webhook;
+mod worker;
