@@ -23,6 +23,47 @@ pub enum Command {
     Check,
     /// Sign FILE with the configured secret and POST it as a GitHub delivery.
     Send(SendArgs),
+    /// Inspect and re-queue stored deliveries (durable store; works while the daemon runs).
+    Deliveries {
+        #[command(subcommand)]
+        command: DeliveriesCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeliveriesCommand {
+    /// The newest deliveries first.
+    List {
+        /// Only deliveries in this state.
+        #[arg(long, value_parser = ["queued", "running", "done", "dead"])]
+        status: Option<String>,
+        /// Only deliveries of this event.
+        #[arg(long)]
+        event: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One delivery: headers, payload, attempts, last error.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue deliveries again with their attempts reset; the daemon picks them up within a second.
+    Replay {
+        /// Delivery ids.
+        #[arg(required_unless_present = "status", conflicts_with = "status")]
+        ids: Vec<String>,
+        /// Every delivery in this state instead.
+        #[arg(long, value_parser = ["dead", "done"])]
+        status: Option<String>,
+    },
+    /// Delete finished deliveries older than WEBHOOKD_RETENTION now.
+    Prune,
 }
 
 #[derive(Debug, clap::Args)]

@@ -69,9 +69,12 @@ impl Routing {
 }
 
 /// A delivery that passed the signature check and parses as JSON.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Delivery {
     pub headers: GitHubHeaders,
+    /// Which processing attempt this is: 1 for the first, set by the queue
+    /// when it hands the delivery out (0 until then).
+    pub attempt: u32,
     pub routing: Routing,
     pub received_at: SystemTime,
     pub content_kind: ContentKind,
@@ -87,7 +90,16 @@ impl Delivery {
     pub fn from_verified(headers: GitHubHeaders, content_kind: ContentKind, raw: Bytes) -> Result<Self, BodyError> {
         let json = body::json_bytes(content_kind, &raw)?;
         let routing = Routing::parse(&json)?;
-        Ok(Self { headers, routing, received_at: SystemTime::now(), content_kind, raw, json, payload: OnceLock::new() })
+        Ok(Self {
+            headers,
+            attempt: 0,
+            routing,
+            received_at: SystemTime::now(),
+            content_kind,
+            raw,
+            json,
+            payload: OnceLock::new(),
+        })
     }
 
     pub fn id(&self) -> &DeliveryId {

@@ -10,6 +10,7 @@
 //! signed-delivery sender.
 
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod delivery;
 pub mod github;
@@ -17,6 +18,7 @@ pub mod handler;
 pub mod http;
 pub mod lifecycle;
 pub mod queue;
+pub mod retry;
 pub mod run;
 pub mod send;
 pub mod startup;

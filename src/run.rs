@@ -46,7 +46,7 @@ pub fn serve(env: &Env, handler: Arc<dyn Handler>) -> ExitCode {
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "webhookd failed");
             eprintln!("webhookd: {e:#}");
-            ExitCode::from(EXIT_RUNTIME)
+            ExitCode::from(e.exit_code())
         }
     }
 }

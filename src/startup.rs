@@ -7,7 +7,9 @@
 //!    stays open meanwhile, so senders get an actionable answer);
 //! 2. the queue closes and the workers drain it, up to the shutdown timeout;
 //! 3. the HTTP server stops;
-//! 4. the workers are gone, so the last reference to the GitHub client is
+//! 4. the store flushes and closes (a durable store keeps what is unfinished
+//!    for the next start);
+//! 5. the workers are gone, so the last reference to the GitHub client is
 //!    here: it is dropped, closing its pooled connections.
 
 use std::future::Future;
@@ -23,10 +25,13 @@ use crate::config::{Settings, StoreKind};
 use crate::github::GitHub;
 use crate::handler::Handler;
 use crate::http::{self, HttpState, Readiness};
-use crate::queue::{DeliveryQueue, MemoryQueue};
+use crate::queue::{self, DeliveryQueue, StoreError};
 use crate::telemetry::metrics::Metrics;
 use crate::webhook::signature::SignatureVerifier;
 use crate::worker::{WorkerContext, WorkerPool};
+
+/// How often finished deliveries older than the retention are deleted.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
 pub struct Application {
     local_addr: SocketAddr,
@@ -37,13 +42,37 @@ pub struct Application {
     readiness: Readiness,
     metrics: Arc<Metrics>,
     shutdown_timeout: Duration,
+    pruning: tokio::task::JoinHandle<()>,
+}
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store cannot be opened: a configuration problem (exit 2).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Anything else, such as the port in use (exit 1).
+    #[error("{0:#}")]
+    Other(#[from] anyhow::Error),
+}
+
+impl StartError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Store(_) => 2,
+            Self::Other(_) => 1,
+        }
+    }
 }
 
 /// How the daemon stopped.
 #[derive(Debug)]
 pub struct StopReport {
-    /// Deliveries answered 2xx that the drain timeout left unprocessed.
+    /// Deliveries answered 2xx that the drain timeout left unprocessed and
+    /// that are lost (held only in memory).
     pub abandoned: Vec<String>,
+    /// Deliveries left queued in the durable store for the next start.
+    pub kept: usize,
 }
 
 impl StopReport {
@@ -54,15 +83,15 @@ impl StopReport {
 }
 
 /// Runs the daemon with `handler` until SIGTERM or SIGINT, then drains.
-pub async fn serve_until_signalled(settings: &Settings, handler: Arc<dyn Handler>) -> anyhow::Result<StopReport> {
+pub async fn serve_until_signalled(settings: &Settings, handler: Arc<dyn Handler>) -> Result<StopReport, StartError> {
     let app = Application::build(settings, handler).await?;
-    app.run_until_stopped(crate::lifecycle::wait_for_stop_signal()).await
+    Ok(app.run_until_stopped(crate::lifecycle::wait_for_stop_signal()).await?)
 }
 
 impl Application {
     /// Binds the listener and starts the workers; serving starts with
     /// `run_until_stopped`.
-    pub async fn build(settings: &Settings, handler: Arc<dyn Handler>) -> anyhow::Result<Self> {
+    pub async fn build(settings: &Settings, handler: Arc<dyn Handler>) -> Result<Self, StartError> {
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("cannot listen on {} (WEBHOOKD_LISTEN)", settings.listen))?;
         Self::build_with_listener(settings, handler, listener).await
@@ -73,12 +102,15 @@ impl Application {
         settings: &Settings,
         handler: Arc<dyn Handler>,
         listener: TcpListener,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, StartError> {
         let local_addr = listener.local_addr().context("reading the listener's address")?;
         let metrics = Arc::new(Metrics::new());
-        let queue: Arc<dyn DeliveryQueue> = match settings.store {
-            StoreKind::Memory => Arc::new(MemoryQueue::new(settings.queue_capacity, settings.retention)),
-        };
+        let queue = queue::open(settings, metrics.clone())?;
+        if settings.store == StoreKind::Memory {
+            tracing::warn!(
+                "WEBHOOKD_STORE=memory: accepted deliveries are held in memory only and lost if the process dies"
+            );
+        }
         let github = Arc::new(GitHub::new(&settings.github, metrics.clone()).context("building the GitHub client")?);
         if github.is_dry_run() {
             tracing::warn!("no GitHub credential configured: dry run, GitHub calls are logged and not sent");
@@ -100,9 +132,10 @@ impl Application {
             listen = %local_addr,
             workers = settings.workers,
             queue_capacity = settings.queue_capacity,
-            store = "memory",
+            store = queue.describe(),
             "webhookd started"
         );
+        let pruning = tokio::spawn(prune_periodically(queue.clone(), settings.retention));
         Ok(Self {
             local_addr,
             server,
@@ -112,6 +145,7 @@ impl Application {
             readiness,
             metrics,
             shutdown_timeout: settings.shutdown_timeout,
+            pruning,
         })
     }
 
@@ -130,37 +164,37 @@ impl Application {
     /// Serves until `stop` resolves (or the server fails), then runs the
     /// shutdown sequence. An error means the server itself failed.
     pub async fn run_until_stopped(self, stop: impl Future<Output = ()>) -> anyhow::Result<StopReport> {
-        let Self { local_addr: _, server, workers, queue, github, readiness, metrics: _, shutdown_timeout } = self;
+        let Self { local_addr: _, server, workers, queue, github, readiness, metrics: _, shutdown_timeout, pruning } =
+            self;
         let handle = server.handle();
         let mut serving = tokio::spawn(server);
         let server_failed = tokio::select! {
             () = stop => None,
             result = &mut serving => Some(result),
         };
+        pruning.abort();
         if let Some(result) = server_failed {
             readiness.start_draining();
             queue.close();
             let _ = workers.drain(shutdown_timeout).await;
+            queue.shutdown().await;
             return match result {
                 Ok(Ok(())) => Err(anyhow::anyhow!("the HTTP server stopped unexpectedly")),
                 Ok(Err(e)) => Err(anyhow::Error::new(e).context("the HTTP server failed")),
                 Err(e) => Err(anyhow::Error::new(e).context("the HTTP server task failed")),
             };
         }
-        let report = drain(workers, queue, &readiness, shutdown_timeout).await;
+        let report = drain(workers, queue.as_ref(), &readiness, shutdown_timeout).await;
         stop_server(handle, serving).await;
+        queue.shutdown().await;
+        tracing::info!(store = queue.describe(), "store closed");
         close_github(github);
         Ok(report)
     }
 }
 
-/// Steps 1 and 2: refuse new deliveries, let the workers finish the queue.
-async fn drain(
-    workers: WorkerPool,
-    queue: Arc<dyn DeliveryQueue>,
-    readiness: &Readiness,
-    timeout: Duration,
-) -> StopReport {
+/// Steps 1 and 2: refuse new deliveries, let the workers finish what is due.
+async fn drain(workers: WorkerPool, queue: &dyn DeliveryQueue, readiness: &Readiness, timeout: Duration) -> StopReport {
     readiness.start_draining();
     queue.close();
     tracing::info!(
@@ -169,20 +203,41 @@ async fn drain(
         "draining: readiness off, new deliveries refused"
     );
     let drained = workers.drain(timeout).await;
-    let lost = queue.abandon().lost;
-    let mut abandoned: Vec<String> = drained.interrupted.iter().chain(&lost).map(ToString::to_string).collect();
-    abandoned.sort();
-    if abandoned.is_empty() {
-        tracing::info!("queue drained: every accepted delivery was processed; workers stopped");
-    } else {
+    let left = queue.abandon(&drained.interrupted).await;
+    let abandoned: Vec<String> = left.lost.iter().map(ToString::to_string).collect();
+    if !abandoned.is_empty() {
         tracing::error!(
-            interrupted = drained.interrupted.len(),
-            never_started = lost.len(),
+            lost = abandoned.len(),
             deliveries = ?abandoned,
             "drain timeout (WEBHOOKD_SHUTDOWN_TIMEOUT) passed: these accepted deliveries were not processed and are lost"
         );
+    } else if !drained.interrupted.is_empty() {
+        tracing::warn!(
+            interrupted = drained.interrupted.len(),
+            kept = left.kept,
+            "drain timeout (WEBHOOKD_SHUTDOWN_TIMEOUT) passed: unfinished deliveries stay queued in the store for the next start"
+        );
+    } else if left.kept > 0 {
+        tracing::info!(
+            kept = left.kept,
+            "queue drained of due deliveries; retries scheduled later stay queued in the store"
+        );
+    } else {
+        tracing::info!("queue drained: every accepted delivery was processed; workers stopped");
     }
-    StopReport { abandoned }
+    StopReport { abandoned, kept: left.kept }
+}
+
+/// Deletes finished deliveries past the retention, now and every hour.
+async fn prune_periodically(queue: Arc<dyn DeliveryQueue>, retention: Duration) {
+    let mut every = tokio::time::interval(PRUNE_INTERVAL);
+    loop {
+        every.tick().await;
+        let pruned = queue.prune(retention).await;
+        if pruned > 0 {
+            tracing::info!(pruned, "finished deliveries past the retention deleted");
+        }
+    }
 }
 
 /// Step 3: close the listener and wait for in-flight requests.

@@ -19,7 +19,7 @@ use tracing::Instrument;
 use crate::delivery::{Delivery, DeliveryId};
 use crate::github::GitHub;
 use crate::handler::Handler;
-use crate::queue::{DeliveryQueue, Finished};
+use crate::queue::{DeliveryQueue, Outcome, Settled};
 use crate::telemetry::metrics::Metrics;
 
 /// Everything a worker shares with the others.
@@ -98,27 +98,41 @@ async fn process(ctx: &WorkerContext, delivery: &Delivery) {
     ctx.metrics.deliveries_in_flight.dec();
     let event = delivery.event().as_str();
     ctx.metrics.observe_processing(event, started.elapsed().as_secs_f64());
-    let finished = span.in_scope(|| match result {
-        Ok(Ok(())) => {
-            tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "handler succeeded");
-            Finished::Ok
-        }
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, retryable = e.is_retryable(), "handler failed");
-            Finished::Failed
-        }
+    let outcome = span.in_scope(|| match result {
+        Ok(Ok(())) => Outcome::Ok,
+        Ok(Err(e)) if e.is_retryable() => Outcome::Retry(format!("{e}")),
+        Ok(Err(e)) => Outcome::Failed(format!("{e}")),
         Err(panic) => {
             ctx.metrics.handler_panics.inc();
-            tracing::error!(panic = panic_message(&*panic), "handler panicked; the worker goes on");
-            Finished::Failed
+            Outcome::Failed(format!("handler panicked: {}", panic_message(&*panic)))
         }
     });
-    let outcome = match finished {
-        Finished::Ok => "ok",
-        Finished::Failed => "failed",
+    let error = match &outcome {
+        Outcome::Ok => None,
+        Outcome::Retry(e) | Outcome::Failed(e) => Some(e.clone()),
     };
-    ctx.metrics.deliveries_processed.with_label_values(&[event, outcome]).inc();
-    ctx.queue.finish(delivery.id(), finished).await;
+    let settled = ctx.queue.finish(delivery, outcome).await;
+    span.in_scope(|| {
+        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        match (settled, error) {
+            (Settled::Done, _) => tracing::debug!(elapsed_ms, "delivery processed"),
+            (Settled::Retrying(wait), error) => {
+                tracing::warn!(
+                    error,
+                    attempt = delivery.attempt,
+                    retry_in_ms = wait.as_millis() as u64,
+                    "attempt failed; will retry"
+                )
+            }
+            (Settled::Dead, error) => {
+                tracing::error!(error, attempt = delivery.attempt, "attempts spent; delivery is dead")
+            }
+            (Settled::Failed, error) => {
+                tracing::error!(error, attempt = delivery.attempt, "delivery failed for good; dead")
+            }
+        }
+    });
+    ctx.metrics.deliveries_processed.with_label_values(&[event, settled.label()]).inc();
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {

@@ -20,6 +20,10 @@ pub use env::{DEFAULT_ENV_FILE, Env};
 pub const DEFAULT_MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
 /// Deliveries waiting for a worker with the in-memory queue.
 pub const DEFAULT_MEMORY_QUEUE_CAPACITY: usize = 1024;
+/// Deliveries waiting for a worker with the durable store.
+pub const DEFAULT_STORE_QUEUE_CAPACITY: usize = 100_000;
+/// Where the durable store lives unless `WEBHOOKD_STORE` says otherwise.
+pub const DEFAULT_STORE: &str = "sqlite:./data/webhookd.db";
 /// GitHub's documented ceiling on concurrent requests per credential.
 pub const MAX_GITHUB_CONCURRENCY: usize = 100;
 
@@ -87,7 +91,10 @@ pub enum LogFormat {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreKind {
+    /// Volatile: lost with the process.
     Memory,
+    /// Durable: an SQLite database at this path.
+    Sqlite(PathBuf),
 }
 
 #[derive(Debug)]
@@ -101,6 +108,8 @@ pub struct Settings {
     /// How long delivery ids are remembered for deduplication.
     pub retention: Duration,
     pub max_attempts: u32,
+    /// Wait after a first failed attempt; doubles with each further one.
+    pub retry_backoff: Duration,
     pub max_body: usize,
     pub shutdown_timeout: Duration,
     pub rules: Option<PathBuf>,
@@ -144,9 +153,14 @@ impl Settings {
         let write_interval = keep(e, parse_duration(env, "WEBHOOKD_GITHUB_WRITE_INTERVAL", Duration::from_secs(1)));
         let workers = keep(e, parse_positive(env, "WEBHOOKD_WORKERS", default_workers()));
         let store = keep(e, parse_store(env));
-        let queue_capacity = keep(e, parse_positive(env, "WEBHOOKD_QUEUE_CAPACITY", DEFAULT_MEMORY_QUEUE_CAPACITY));
+        let default_capacity = match &store {
+            Some(StoreKind::Memory) => DEFAULT_MEMORY_QUEUE_CAPACITY,
+            _ => DEFAULT_STORE_QUEUE_CAPACITY,
+        };
+        let queue_capacity = keep(e, parse_positive(env, "WEBHOOKD_QUEUE_CAPACITY", default_capacity));
         let retention = keep(e, parse_duration(env, "WEBHOOKD_RETENTION", Duration::from_secs(7 * 24 * 3600)));
         let max_attempts = keep(e, parse_positive(env, "WEBHOOKD_MAX_ATTEMPTS", 8_u32));
+        let retry_backoff = keep(e, parse_duration(env, "WEBHOOKD_RETRY_BACKOFF", Duration::from_secs(10)));
         let max_body = keep(e, parse_positive(env, "WEBHOOKD_MAX_BODY", DEFAULT_MAX_BODY_BYTES));
         let shutdown_timeout = keep(e, parse_seconds(env, "WEBHOOKD_SHUTDOWN_TIMEOUT", Duration::from_secs(30)));
         let rules = keep(e, parse_rules(env));
@@ -165,6 +179,7 @@ impl Settings {
             Some(queue_capacity),
             Some(retention),
             Some(max_attempts),
+            Some(retry_backoff),
             Some(max_body),
             Some(shutdown_timeout),
             Some(rules),
@@ -181,6 +196,7 @@ impl Settings {
             queue_capacity,
             retention,
             max_attempts,
+            retry_backoff,
             max_body,
             shutdown_timeout,
             rules,
@@ -198,6 +214,7 @@ impl Settings {
             store,
             retention,
             max_attempts,
+            retry_backoff,
             max_body,
             shutdown_timeout,
             rules,
@@ -210,6 +227,17 @@ impl Settings {
 /// The value of `result`, or `None` with its error added to `errors`.
 fn keep<T>(errors: &mut Vec<ConfigError>, result: Result<T, ConfigError>) -> Option<T> {
     result.map_err(|e| errors.push(e)).ok()
+}
+
+/// Only the store and the retention, for commands that work on the store
+/// (`webhookd deliveries`) and need nothing else.
+pub fn store_from_env(env: &Env) -> Result<(StoreKind, Duration), ConfigErrors> {
+    let store = parse_store(env);
+    let retention = parse_duration(env, "WEBHOOKD_RETENTION", Duration::from_secs(7 * 24 * 3600));
+    match (store, retention) {
+        (Ok(store), Ok(retention)) => Ok((store, retention)),
+        (store, retention) => Err(ConfigErrors(store.err().into_iter().chain(retention.err()).collect())),
+    }
 }
 
 fn default_workers() -> usize {
@@ -249,11 +277,13 @@ fn read_credential(env: &Env) -> Result<Option<GitHubCredential>, ConfigError> {
 }
 
 fn parse_store(env: &Env) -> Result<StoreKind, ConfigError> {
-    match env.get("WEBHOOKD_STORE").unwrap_or("memory") {
-        "memory" => Ok(StoreKind::Memory),
-        other => Err(ConfigError::invalid(
+    let raw = env.get("WEBHOOKD_STORE").unwrap_or(DEFAULT_STORE);
+    match raw.split_once(':') {
+        _ if raw == "memory" => Ok(StoreKind::Memory),
+        Some(("sqlite", path)) if !path.is_empty() => Ok(StoreKind::Sqlite(PathBuf::from(path))),
+        _ => Err(ConfigError::invalid(
             "WEBHOOKD_STORE",
-            format!("unsupported store {other:?}: this version has only \"memory\""),
+            format!("expected sqlite:PATH (e.g. {DEFAULT_STORE}) or memory, got {raw:?}"),
         )),
     }
 }
@@ -328,7 +358,9 @@ mod tests {
     fn defaults_apply_with_only_a_secret() {
         let s = Settings::from_env(&env(&[("WEBHOOKD_SECRET", "s")])).expect("valid");
         assert_eq!(s.listen, "127.0.0.1:8080".parse().expect("addr"));
-        assert_eq!(s.queue_capacity, 1024);
+        assert_eq!(s.store, StoreKind::Sqlite(PathBuf::from("./data/webhookd.db")));
+        assert_eq!(s.queue_capacity, 100_000);
+        assert_eq!(s.retry_backoff, Duration::from_secs(10));
         assert_eq!(s.max_body, 26_214_400);
         assert_eq!(s.shutdown_timeout, Duration::from_secs(30));
         assert_eq!(s.retention, Duration::from_secs(7 * 86_400));
@@ -339,6 +371,20 @@ mod tests {
         assert!(s.github.credential.is_none());
         assert!(s.workers >= 1);
         assert_eq!(s.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn memory_store_has_its_own_capacity_default() {
+        let s = Settings::from_env(&env(&[("WEBHOOKD_SECRET", "s"), ("WEBHOOKD_STORE", "memory")])).expect("valid");
+        assert_eq!(s.store, StoreKind::Memory);
+        assert_eq!(s.queue_capacity, 1024);
+        let s = Settings::from_env(&env(&[("WEBHOOKD_SECRET", "s"), ("WEBHOOKD_STORE", "sqlite:/var/lib/w.db")]))
+            .expect("valid");
+        assert_eq!(s.store, StoreKind::Sqlite(PathBuf::from("/var/lib/w.db")));
+        for bad in ["sqlite:", "postgres://db", "mem"] {
+            let err = Settings::from_env(&env(&[("WEBHOOKD_SECRET", "s"), ("WEBHOOKD_STORE", bad)])).expect_err(bad);
+            assert!(err.to_string().starts_with("WEBHOOKD_STORE:"), "{err}");
+        }
     }
 
     #[test]
@@ -362,6 +408,7 @@ mod tests {
             ("WEBHOOKD_SHUTDOWN_TIMEOUT", "x"),
             ("WEBHOOKD_LOG_FORMAT", "xml"),
             ("WEBHOOKD_STORE", "postgres://db"),
+            ("WEBHOOKD_RETRY_BACKOFF", "later"),
         ]))
         .expect_err("invalid")
         .to_string();
@@ -377,6 +424,7 @@ mod tests {
             "WEBHOOKD_SHUTDOWN_TIMEOUT",
             "WEBHOOKD_LOG_FORMAT",
             "WEBHOOKD_STORE",
+            "WEBHOOKD_RETRY_BACKOFF",
         ] {
             assert!(err.lines().any(|l| l.starts_with(&format!("{var}:"))), "{var} missing from:\n{err}");
         }

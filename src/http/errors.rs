@@ -44,6 +44,7 @@ impl WebhookError {
             Self::Read(_) => "read",
             Self::Unavailable(EnqueueError::Full) => "queue_full",
             Self::Unavailable(EnqueueError::Closed) => "draining",
+            Self::Unavailable(EnqueueError::Store) => "store_error",
         }
     }
 }

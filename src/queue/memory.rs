@@ -1,126 +1,189 @@
-//! A bounded in-memory queue: fast, and lost with the process. Waiting
-//! deliveries sit in an MPMC channel whose capacity is the queue capacity, so a
-//! full queue refuses at once (backpressure) instead of growing.
+//! A bounded in-memory queue: fast, and lost with the process (for tests,
+//! benchmarks and `WEBHOOKD_STORE=memory`). It keeps the same rules as the
+//! durable store: deduplication within a window, retries with backoff, dead
+//! after the attempts are spent (logged, not kept).
 
-use std::sync::Mutex;
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use async_channel::{Receiver, Sender, TrySendError};
 use async_trait::async_trait;
+use tokio::sync::Notify;
 
-use super::{Abandoned, DedupWindow, DeliveryQueue, EnqueueError, Enqueued, Finished};
+use super::{Abandoned, DedupWindow, DeliveryQueue, EnqueueError, Enqueued, Outcome, Settled, StateCounts};
 use crate::delivery::{Delivery, DeliveryId};
+use crate::retry::RetryPolicy;
 
 /// How many delivery ids the in-memory dedup window holds at most.
 pub const MAX_REMEMBERED_IDS: usize = 100_000;
 
 pub struct MemoryQueue {
-    sender: Sender<Delivery>,
-    receiver: Receiver<Delivery>,
-    seen: Mutex<DedupWindow>,
+    capacity: usize,
+    retry: RetryPolicy,
+    state: Mutex<State>,
+    notify: Notify,
+}
+
+struct State {
+    ready: VecDeque<Delivery>,
+    /// Failed deliveries waiting for their next attempt, with its time.
+    delayed: Vec<(Instant, Delivery)>,
+    seen: DedupWindow,
+    running: u64,
+    done: u64,
+    dead: u64,
+    closed: bool,
+}
+
+impl State {
+    fn waiting(&self) -> usize {
+        self.ready.len() + self.delayed.len()
+    }
+
+    /// Moves retries that fell due to the ready queue; returns the next due time.
+    fn promote_due(&mut self, now: Instant) -> Option<Instant> {
+        let mut next = None;
+        let mut i = 0;
+        while i < self.delayed.len() {
+            if self.delayed[i].0 <= now {
+                let (_, delivery) = self.delayed.swap_remove(i);
+                self.ready.push_back(delivery);
+            } else {
+                next = Some(next.map_or(self.delayed[i].0, |n: Instant| n.min(self.delayed[i].0)));
+                i += 1;
+            }
+        }
+        next
+    }
 }
 
 impl MemoryQueue {
-    pub fn new(capacity: usize, retention: Duration) -> Self {
-        let (sender, receiver) = async_channel::bounded(capacity.max(1));
-        Self { sender, receiver, seen: Mutex::new(DedupWindow::new(retention, MAX_REMEMBERED_IDS)) }
+    pub fn new(capacity: usize, retention: Duration, retry: RetryPolicy) -> Self {
+        let state = State {
+            ready: VecDeque::new(),
+            delayed: Vec::new(),
+            seen: DedupWindow::new(retention, MAX_REMEMBERED_IDS),
+            running: 0,
+            done: 0,
+            dead: 0,
+            closed: false,
+        };
+        Self { capacity: capacity.max(1), retry, state: Mutex::new(state), notify: Notify::new() }
     }
 
-    fn seen(&self) -> std::sync::MutexGuard<'_, DedupWindow> {
-        // A panic while holding this lock cannot leave the window inconsistent
-        // in a way that matters (at worst one id is remembered or not).
-        self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn state(&self) -> MutexGuard<'_, State> {
+        // No code path leaves the state half-updated across a panic point.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 #[async_trait]
 impl DeliveryQueue for MemoryQueue {
     async fn enqueue(&self, delivery: Delivery) -> Result<Enqueued, EnqueueError> {
-        // Check, send and remember under one lock so two copies of the same
-        // delivery arriving together cannot both be queued.
-        let mut seen = self.seen();
-        if seen.contains(delivery.id()) {
+        let mut state = self.state();
+        if state.closed {
+            return Err(EnqueueError::Closed);
+        }
+        if state.seen.contains(delivery.id()) {
             return Ok(Enqueued::Duplicate);
         }
-        let id = delivery.id().clone();
-        match self.sender.try_send(delivery) {
-            Ok(()) => {
-                seen.insert(id, Instant::now());
-                Ok(Enqueued::Queued)
-            }
-            Err(TrySendError::Full(_)) => Err(EnqueueError::Full),
-            Err(TrySendError::Closed(_)) => Err(EnqueueError::Closed),
+        if state.waiting() >= self.capacity {
+            return Err(EnqueueError::Full);
         }
+        state.seen.insert(delivery.id().clone(), Instant::now());
+        state.ready.push_back(delivery);
+        drop(state);
+        self.notify.notify_one();
+        Ok(Enqueued::Queued)
     }
 
     async fn next(&self) -> Option<Delivery> {
-        self.receiver.recv().await.ok()
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let next_due = {
+                let mut state = self.state();
+                let next_due = state.promote_due(Instant::now());
+                if let Some(mut delivery) = state.ready.pop_front() {
+                    state.running += 1;
+                    delivery.attempt += 1;
+                    return Some(delivery);
+                }
+                if state.closed {
+                    return None;
+                }
+                next_due
+            };
+            match next_due {
+                Some(at) => {
+                    tokio::select! {
+                        () = &mut notified => {}
+                        () = tokio::time::sleep_until(at.into()) => {}
+                    }
+                }
+                None => notified.await,
+            }
+        }
     }
 
-    async fn finish(&self, _id: &DeliveryId, _finished: Finished) {
-        // Nothing to record: the id stays in the dedup window either way.
+    async fn finish(&self, delivery: &Delivery, outcome: Outcome) -> Settled {
+        let mut state = self.state();
+        state.running = state.running.saturating_sub(1);
+        let settled = match outcome {
+            Outcome::Ok => Settled::Done,
+            Outcome::Failed(_) => Settled::Failed,
+            Outcome::Retry(_) => match self.retry.backoff(delivery.attempt) {
+                Some(wait) => {
+                    state.delayed.push((Instant::now() + wait, delivery.clone()));
+                    Settled::Retrying(wait)
+                }
+                None => Settled::Dead,
+            },
+        };
+        match settled {
+            Settled::Done => state.done += 1,
+            Settled::Dead | Settled::Failed => state.dead += 1,
+            Settled::Retrying(_) => {}
+        }
+        drop(state);
+        // A worker may be sleeping until a later retry: let it recompute.
+        self.notify.notify_waiters();
+        settled
     }
 
     fn depth(&self) -> usize {
-        self.receiver.len()
+        self.state().waiting()
     }
 
     fn has_room(&self) -> bool {
-        !self.sender.is_closed() && !self.sender.is_full()
+        let state = self.state();
+        !state.closed && state.waiting() < self.capacity
     }
 
     fn close(&self) {
-        self.sender.close();
+        let mut state = self.state();
+        state.closed = true;
+        // Retries scheduled for later cannot wait for a process that is exiting.
+        drop(state);
+        self.notify.notify_waiters();
     }
 
-    fn abandon(&self) -> Abandoned {
-        let mut lost = Vec::new();
-        while let Ok(delivery) = self.receiver.try_recv() {
-            lost.push(delivery.id().clone());
-        }
-        Abandoned { lost }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use bytes::Bytes;
-
-    use super::*;
-    use crate::webhook::body::ContentKind;
-    use crate::webhook::headers::{EventName, GitHubHeaders};
-
-    fn delivery(id: &str) -> Delivery {
-        let headers = GitHubHeaders {
-            event: EventName::parse("push").expect("event"),
-            delivery_id: DeliveryId::parse(id).expect("id"),
-            hook_id: None,
-            target_type: None,
-            target_id: None,
-        };
-        Delivery::from_verified(headers, ContentKind::Json, Bytes::from_static(b"{}")).expect("valid")
+    async fn abandon(&self, interrupted: &[DeliveryId]) -> Abandoned {
+        let mut state = self.state();
+        let mut lost: Vec<DeliveryId> = interrupted.to_vec();
+        lost.extend(state.ready.drain(..).map(|d| d.id().clone()));
+        lost.extend(state.delayed.drain(..).map(|(_, d)| d.id().clone()));
+        lost.sort();
+        Abandoned { lost, kept: 0 }
     }
 
-    #[tokio::test]
-    async fn duplicates_full_and_closed() {
-        let q = MemoryQueue::new(2, Duration::from_secs(60));
-        assert_eq!(q.enqueue(delivery("a")).await, Ok(Enqueued::Queued));
-        assert_eq!(q.enqueue(delivery("a")).await, Ok(Enqueued::Duplicate));
-        assert_eq!(q.enqueue(delivery("b")).await, Ok(Enqueued::Queued));
-        assert!(!q.has_room());
-        assert_eq!(q.enqueue(delivery("c")).await, Err(EnqueueError::Full));
-        assert_eq!(q.depth(), 2);
+    async fn counts(&self) -> StateCounts {
+        let state = self.state();
+        StateCounts { queued: state.waiting() as u64, running: state.running, done: state.done, dead: state.dead }
+    }
 
-        let first = q.next().await.expect("a");
-        assert_eq!(first.id().as_str(), "a");
-        // "c" was refused, so it is not remembered: it can be sent again.
-        assert_eq!(q.enqueue(delivery("c")).await, Ok(Enqueued::Queued));
-
-        q.close();
-        assert_eq!(q.enqueue(delivery("d")).await, Err(EnqueueError::Closed));
-        assert_eq!(q.next().await.map(|d| d.id().to_string()), Some("b".into()));
-        let abandoned = q.abandon();
-        assert_eq!(abandoned.lost, vec![DeliveryId::parse("c").expect("id")]);
-        assert!(q.next().await.is_none());
+    fn describe(&self) -> String {
+        "memory".to_owned()
     }
 }

@@ -1,22 +1,36 @@
 //! The hand-off between the HTTP receiver and the worker pool, behind one small
-//! trait so the backend can change (in memory today; a durable store later,
-//! shared by several instances) without touching the HTTP or worker code.
+//! trait so the backend can change (in memory, SQLite, later a database shared
+//! by several instances) without touching the HTTP or worker code.
 //!
-//! The rules every backend keeps:
-//! - `enqueue` answers `Queued` only once the delivery will be processed, and
-//!   `Duplicate` for an id it has accepted before (within its retention);
-//!   ids of refused deliveries are not remembered.
-//! - `next` hands each queued delivery to exactly one worker, and after
-//!   `close` keeps handing out what is left, then returns `None`.
+//! The rules every backend keeps (the same contract tests run against each):
+//! - `enqueue` answers `Queued` only once the delivery will be processed
+//!   (for a durable backend: once it is committed to disk), and `Duplicate`
+//!   for an id it accepted before, within its retention. Ids of refused
+//!   deliveries are not remembered.
+//! - `next` hands each due delivery to exactly one worker, with its attempt
+//!   number; after `close` it hands out what is due, then returns `None`.
+//! - `finish` applies the retry policy: a retryable failure is scheduled again
+//!   with backoff until the attempts are spent, then it is dead; a permanent
+//!   failure is dead at once.
 
+#[cfg(test)]
+mod contract;
 mod dedup;
 mod memory;
+pub mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::config::{Settings, StoreKind};
 use crate::delivery::{Delivery, DeliveryId};
+use crate::retry::RetryPolicy;
+use crate::telemetry::metrics::Metrics;
 pub use dedup::DedupWindow;
 pub use memory::MemoryQueue;
+pub use sqlite::{SqliteOptions, SqliteQueue, StoreError};
 
 /// What became of an accepted delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,13 +45,60 @@ pub enum EnqueueError {
     Full,
     #[error("webhookd is shutting down")]
     Closed,
+    #[error("the delivery could not be stored")]
+    Store,
 }
 
-/// How processing a delivery ended, as reported to the queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Finished {
+/// How one processing attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
     Ok,
+    /// Failed in a way that may pass later.
+    Retry(String),
+    /// Failed for good.
+    Failed(String),
+}
+
+/// What the queue did with a finished attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    Done,
+    /// Scheduled again after this wait.
+    Retrying(Duration),
+    /// Retryable, but the attempts are spent.
+    Dead,
+    /// Permanent failure: dead without retrying.
     Failed,
+}
+
+impl Settled {
+    /// The `outcome` label of `webhookd_deliveries_processed_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Done => "ok",
+            Self::Retrying(_) => "retry",
+            Self::Dead => "dead",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// Deliveries per state, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateCounts {
+    pub queued: u64,
+    pub running: u64,
+    pub done: u64,
+    pub dead: u64,
+}
+
+/// What a drain timeout left behind.
+#[derive(Debug, Default)]
+pub struct Abandoned {
+    /// Lost with the process: only its memory held them.
+    pub lost: Vec<DeliveryId>,
+    /// Kept in the store for the next start.
+    pub kept: usize,
 }
 
 #[async_trait]
@@ -45,30 +106,49 @@ pub trait DeliveryQueue: Send + Sync + 'static {
     /// Accepts a verified delivery, or says why not.
     async fn enqueue(&self, delivery: Delivery) -> Result<Enqueued, EnqueueError>;
 
-    /// The next delivery to process, waiting for one; `None` once the queue is
-    /// closed and empty.
+    /// The next due delivery, waiting for one; `None` once the queue is closed
+    /// and nothing is due.
     async fn next(&self) -> Option<Delivery>;
 
-    /// Records how processing of `id` ended.
-    async fn finish(&self, id: &DeliveryId, finished: Finished);
+    /// Records how an attempt ended and applies the retry policy.
+    async fn finish(&self, delivery: &Delivery, outcome: Outcome) -> Settled;
 
-    /// Deliveries waiting for a worker (those being processed do not count).
+    /// Deliveries waiting for a worker, retries included (not those being processed).
     fn depth(&self) -> usize;
 
     /// Whether another delivery would be accepted now.
     fn has_room(&self) -> bool;
 
-    /// Stops accepting deliveries; those already queued are still handed out.
+    /// Stops accepting deliveries; those due are still handed out.
     fn close(&self);
 
-    /// After a drain timeout: takes every delivery still waiting and says what
-    /// became of them, for the shutdown log.
-    fn abandon(&self) -> Abandoned;
+    /// After a drain timeout: what becomes of the deliveries still waiting and
+    /// of those interrupted mid-processing.
+    async fn abandon(&self, interrupted: &[DeliveryId]) -> Abandoned;
+
+    /// Forgets finished deliveries older than `retention`; returns how many.
+    async fn prune(&self, _retention: Duration) -> usize {
+        0
+    }
+
+    /// Deliveries per state.
+    async fn counts(&self) -> StateCounts;
+
+    /// Releases the backend (flushes and stops a store's writer). Called once,
+    /// after the workers have stopped.
+    async fn shutdown(&self) {}
+
+    /// The backend, for logs: `memory` or `sqlite:PATH`.
+    fn describe(&self) -> String;
 }
 
-/// Deliveries a drain timeout left behind.
-#[derive(Debug, Default)]
-pub struct Abandoned {
-    /// Lost with the process: only this process held them.
-    pub lost: Vec<DeliveryId>,
+/// Opens the backend the settings name.
+pub fn open(settings: &Settings, metrics: Arc<Metrics>) -> Result<Arc<dyn DeliveryQueue>, StoreError> {
+    let retry = RetryPolicy { max_attempts: settings.max_attempts, base: settings.retry_backoff };
+    Ok(match &settings.store {
+        StoreKind::Memory => Arc::new(MemoryQueue::new(settings.queue_capacity, settings.retention, retry)),
+        StoreKind::Sqlite(path) => {
+            Arc::new(SqliteQueue::open(path, SqliteOptions { capacity: settings.queue_capacity, retry }, metrics)?)
+        }
+    })
 }

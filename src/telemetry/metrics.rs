@@ -5,11 +5,18 @@
 //! names. Gauges that mirror state are refreshed when `/metrics` is scraped.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
+
+use crate::queue::StateCounts;
 
 /// Upper bounds of the processing-duration buckets, in seconds.
 const PROCESSING_BUCKETS_SECS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+/// Upper bounds of the store-commit latency buckets, in seconds.
+const COMMIT_BUCKETS_SECS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+/// Upper bounds of the commit batch-size buckets, in operations.
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
 
 pub struct Metrics {
     registry: Registry,
@@ -30,6 +37,12 @@ pub struct Metrics {
     pub github_requests: IntCounterVec,
     /// Deliveries being processed right now.
     pub deliveries_in_flight: IntGauge,
+    /// Deliveries per store state (queued, running, done, dead), refreshed at scrape.
+    pub deliveries_by_state: IntGaugeVec,
+    /// Time one group commit of the durable store takes, fsync included.
+    pub store_commit_seconds: Histogram,
+    /// Operations applied per group commit.
+    pub store_batch_size: Histogram,
 }
 
 impl Metrics {
@@ -79,8 +92,24 @@ impl Metrics {
             &["event"],
         )
         .unwrap_or_else(|e| invalid("webhookd_processing_duration_seconds", e));
+        let deliveries_by_state =
+            IntGaugeVec::new(Opts::new("webhookd_deliveries", "Deliveries per store state."), &["state"])
+                .unwrap_or_else(|e| invalid("webhookd_deliveries", e));
+        let store_commit_seconds = Histogram::with_opts(
+            HistogramOpts::new("webhookd_store_commit_duration_seconds", "Time of one group commit, fsync included.")
+                .buckets(COMMIT_BUCKETS_SECS.to_vec()),
+        )
+        .unwrap_or_else(|e| invalid("webhookd_store_commit_duration_seconds", e));
+        let store_batch_size = Histogram::with_opts(
+            HistogramOpts::new("webhookd_store_commit_batch_size", "Operations applied per group commit.")
+                .buckets(BATCH_BUCKETS.to_vec()),
+        )
+        .unwrap_or_else(|e| invalid("webhookd_store_commit_batch_size", e));
         for metric in [
-            Box::new(signature_failures.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(deliveries_by_state.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(store_commit_seconds.clone()),
+            Box::new(store_batch_size.clone()),
+            Box::new(signature_failures.clone()),
             Box::new(handler_panics.clone()),
             Box::new(queue_depth.clone()),
             Box::new(deliveries_in_flight.clone()),
@@ -100,6 +129,19 @@ impl Metrics {
             handler_panics,
             github_requests,
             deliveries_in_flight,
+            deliveries_by_state,
+            store_commit_seconds,
+            store_batch_size,
+        }
+    }
+
+    /// Mirrors the queue's state into the gauges (at scrape time).
+    pub fn set_queue_state(&self, depth: usize, counts: StateCounts) {
+        self.queue_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));
+        for (state, n) in
+            [("queued", counts.queued), ("running", counts.running), ("done", counts.done), ("dead", counts.dead)]
+        {
+            self.deliveries_by_state.with_label_values(&[state]).set(i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
 

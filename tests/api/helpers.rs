@@ -27,15 +27,29 @@ pub const WAIT: Duration = Duration::from_secs(20);
 
 pub struct TestApp {
     pub address: String,
+    /// The store's folder: a fresh SQLite database per app unless the test
+    /// chose `WEBHOOKD_STORE` itself.
+    pub data: Arc<tempfile::TempDir>,
     pub http: reqwest::Client,
     pub metrics: Arc<Metrics>,
     stop: Option<oneshot::Sender<()>>,
     running: JoinHandle<anyhow::Result<StopReport>>,
 }
 
-/// Starts the app with the test secret, port 0 and `extra` variables.
+/// Starts the app with the test secret, port 0, a fresh durable store and
+/// `extra` variables.
 pub async fn spawn_app(extra: &[(&str, &str)], handler: Arc<dyn Handler>) -> TestApp {
-    let mut env = Env::from_pairs([("WEBHOOKD_SECRET", TEST_SECRET), ("WEBHOOKD_LISTEN", "127.0.0.1:0")]);
+    spawn_app_in(Arc::new(tempfile::tempdir().expect("data dir")), extra, handler).await
+}
+
+/// As `spawn_app`, with the store in `data` (to restart on the same store).
+pub async fn spawn_app_in(data: Arc<tempfile::TempDir>, extra: &[(&str, &str)], handler: Arc<dyn Handler>) -> TestApp {
+    let store = format!("sqlite:{}", data.path().join("webhookd.db").display());
+    let mut env = Env::from_pairs([
+        ("WEBHOOKD_SECRET", TEST_SECRET),
+        ("WEBHOOKD_LISTEN", "127.0.0.1:0"),
+        ("WEBHOOKD_STORE", store.as_str()),
+    ]);
     for (k, v) in extra {
         env.set(*k, *v);
     }
@@ -47,7 +61,7 @@ pub async fn spawn_app(extra: &[(&str, &str)], handler: Arc<dyn Handler>) -> Tes
     let running = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
-    TestApp { address, http: reqwest::Client::new(), metrics, stop: Some(stop), running }
+    TestApp { address, data, http: reqwest::Client::new(), metrics, stop: Some(stop), running }
 }
 
 impl TestApp {

@@ -12,7 +12,7 @@ use crate::helpers::*;
 use crate::process::*;
 
 /// A signed `issues.opened` delivery to a daemon at `address`; returns its status and id.
-async fn deliver(http: &reqwest::Client, address: &str) -> (u16, String) {
+pub async fn deliver(http: &reqwest::Client, address: &str) -> (u16, String) {
     let body = fixture("issues/opened.payload.json");
     let id = uuid::Uuid::new_v4().to_string();
     let response = http
@@ -28,7 +28,7 @@ async fn deliver(http: &reqwest::Client, address: &str) -> (u16, String) {
     (response.status().as_u16(), id)
 }
 
-async fn slow_github(delay: Duration) -> MockServer {
+pub async fn slow_github(delay: Duration) -> MockServer {
     let github = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path_regex(r"^/repos/.+/issues/\d+/comments$"))
@@ -39,7 +39,7 @@ async fn slow_github(delay: Duration) -> MockServer {
 }
 
 /// The example daemon (it comments on every new issue) against `github`.
-async fn start_commenting_daemon(github: &MockServer, extra: &[(&str, &str)]) -> Daemon {
+pub async fn start_commenting_daemon(github: &MockServer, extra: &[(&str, &str)]) -> Daemon {
     let api = github.uri();
     let mut env = vec![
         ("WEBHOOKD_SECRET", TEST_SECRET),
@@ -83,10 +83,13 @@ async fn sigterm_drains_every_accepted_delivery_to_github_then_exits_zero() {
 }
 
 #[tokio::test]
-async fn drain_timeout_logs_every_unprocessed_delivery_and_exits_one() {
+async fn with_the_memory_store_a_drain_timeout_logs_every_lost_delivery_and_exits_one() {
     let github = slow_github(Duration::from_secs(30)).await;
-    let mut daemon =
-        start_commenting_daemon(&github, &[("WEBHOOKD_WORKERS", "1"), ("WEBHOOKD_SHUTDOWN_TIMEOUT", "1")]).await;
+    let mut daemon = start_commenting_daemon(
+        &github,
+        &[("WEBHOOKD_STORE", "memory"), ("WEBHOOKD_WORKERS", "1"), ("WEBHOOKD_SHUTDOWN_TIMEOUT", "1")],
+    )
+    .await;
     let http = reqwest::Client::new();
     let mut ids = Vec::new();
     for _ in 0..3 {

@@ -32,14 +32,19 @@ pub struct Daemon {
     lines: mpsc::UnboundedReceiver<String>,
     output: Arc<Mutex<String>>,
     pub address: String,
-    _workdir: tempfile::TempDir,
+    /// The working directory; the default store lives in `data/` below it.
+    pub workdir: Arc<tempfile::TempDir>,
 }
 
 impl Daemon {
     /// Starts `program serve` with `env` (plus JSON logs on port 0) and waits
     /// until it says it listens.
     pub async fn start(program: &Path, env: &[(&str, &str)]) -> Self {
-        let workdir = tempfile::tempdir().expect("workdir");
+        Self::start_in(Arc::new(tempfile::tempdir().expect("workdir")), program, env).await
+    }
+
+    /// As `start`, in `workdir` (a restart on the same store).
+    pub async fn start_in(workdir: Arc<tempfile::TempDir>, program: &Path, env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(program);
         command
             .env_clear()
@@ -56,7 +61,7 @@ impl Daemon {
         let output = Arc::new(Mutex::new(String::new()));
         forward_lines(child.stdout.take().expect("stdout"), tx.clone(), output.clone());
         forward_lines(child.stderr.take().expect("stderr"), tx, output.clone());
-        let mut daemon = Self { child, lines, output, address: String::new(), _workdir: workdir };
+        let mut daemon = Self { child, lines, output, address: String::new(), workdir };
         let started = daemon.wait_for_line("webhookd started").await;
         let line: serde_json::Value = serde_json::from_str(&started).expect("JSON log line");
         daemon.address = format!("http://{}", line["listen"].as_str().expect("listen field"));

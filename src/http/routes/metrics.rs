@@ -5,6 +5,7 @@ use actix_web::{HttpResponse, web};
 use crate::http::HttpState;
 
 pub async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
-    state.metrics.queue_depth.set(i64::try_from(state.queue.depth()).unwrap_or(i64::MAX));
+    let counts = state.queue.counts().await;
+    state.metrics.set_queue_state(state.queue.depth(), counts);
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(state.metrics.encode())
 }

@@ -1,0 +1,162 @@
+//! `webhookd deliveries list|show|replay|prune`: the operator's view of the
+//! durable store. Tables for people, `--json` for scripts.
+
+use std::process::ExitCode;
+use std::time::{Duration, UNIX_EPOCH};
+
+use rusqlite::Connection;
+use serde_json::{Value, json};
+
+use crate::cli::DeliveriesCommand;
+use crate::config::{Env, StoreKind, store_from_env};
+use crate::queue::sqlite::admin::{self, Summary};
+use crate::run::{EXIT_CONFIG, EXIT_RUNTIME};
+
+/// `println!` that ignores a closed stdout (`… | head`) instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// Longest error text shown in a table cell.
+const MAX_ERROR_CELL: usize = 60;
+
+pub fn deliveries(env: &Env, command: &DeliveriesCommand) -> ExitCode {
+    let (store, retention) = match store_from_env(env) {
+        Ok(s) => s,
+        Err(errors) => {
+            eprintln!("webhookd: invalid configuration:");
+            for e in &errors.0 {
+                eprintln!("  {e}");
+            }
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let StoreKind::Sqlite(path) = store else {
+        eprintln!("webhookd: WEBHOOKD_STORE: the deliveries commands need the durable store (sqlite:PATH), not memory");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let conn = match admin::open(&path) {
+        Ok(conn) => conn,
+        Err(e) => {
+            eprintln!("webhookd: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match run(&conn, command, retention) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("webhookd: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+fn run(
+    conn: &Connection,
+    command: &DeliveriesCommand,
+    retention: Duration,
+) -> Result<ExitCode, crate::queue::StoreError> {
+    match command {
+        DeliveriesCommand::List { status, event, limit, json } => {
+            let rows = admin::list(conn, status.as_deref(), event.as_deref(), *limit)?;
+            if *json {
+                out!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+            } else {
+                print_table(&rows);
+            }
+        }
+        DeliveriesCommand::Show { id, json } => {
+            let Some(detail) = admin::show(conn, id)? else {
+                eprintln!("webhookd: no delivery {id:?} in the store");
+                return Ok(ExitCode::from(EXIT_RUNTIME));
+            };
+            let payload = payload_value(&detail.body, &detail.content_kind);
+            if *json {
+                let mut value = serde_json::to_value(&detail).unwrap_or(Value::Null);
+                value["payload"] = payload;
+                out!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+            } else {
+                let s = &detail.summary;
+                out!("delivery      {}", s.delivery_id);
+                out!("event         {}{}", s.event, s.action.as_deref().map(|a| format!(".{a}")).unwrap_or_default());
+                out!("state         {}", s.state);
+                out!("attempts      {}", s.attempts);
+                out!("received      {}", time(s.received_at));
+                if s.state == "queued" {
+                    out!("next attempt  {}", time(s.next_attempt_at));
+                }
+                if let Some(at) = detail.finished_at {
+                    out!("finished      {}", time(at));
+                }
+                out!("last error    {}", s.last_error.as_deref().unwrap_or("-"));
+                out!("hook id       {}", detail.hook_id.as_deref().unwrap_or("-"));
+                out!(
+                    "target        {} {}",
+                    detail.target_type.as_deref().unwrap_or("-"),
+                    detail.target_id.as_deref().unwrap_or("")
+                );
+                out!("content type  {} ({} bytes as received)", detail.content_kind, detail.body.len());
+                out!("payload:\n{}", serde_json::to_string_pretty(&payload).unwrap_or_default());
+            }
+        }
+        DeliveriesCommand::Replay { ids, status } => {
+            if let Some(state) = status {
+                let n = admin::replay_state(conn, state)?;
+                out!("{n} {state} deliveries queued again");
+            } else {
+                let missed = admin::replay(conn, ids)?;
+                out!("{} deliveries queued again", ids.len() - missed.len());
+                if !missed.is_empty() {
+                    eprintln!("webhookd: not found or running now: {}", missed.join(", "));
+                    return Ok(ExitCode::from(EXIT_RUNTIME));
+                }
+            }
+        }
+        DeliveriesCommand::Prune => {
+            let n = admin::prune(conn, retention)?;
+            out!("{n} finished deliveries older than {} deleted", humantime::format_duration(retention));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_table(rows: &[Summary]) {
+    out!("{:<38} {:<28} {:<8} {:>8}  {:<20} LAST ERROR", "DELIVERY", "EVENT", "STATE", "ATTEMPTS", "RECEIVED");
+    for r in rows {
+        let event = match &r.action {
+            Some(action) => format!("{}.{action}", r.event),
+            None => r.event.clone(),
+        };
+        let error: String = r.last_error.as_deref().unwrap_or("").chars().take(MAX_ERROR_CELL).collect();
+        out!(
+            "{:<38} {:<28} {:<8} {:>8}  {:<20} {error}",
+            r.delivery_id,
+            event,
+            r.state,
+            r.attempts,
+            time(r.received_at)
+        );
+    }
+}
+
+/// The payload as JSON (decoding GitHub's form encoding), or the raw text.
+fn payload_value(body: &[u8], content_kind: &str) -> Value {
+    let raw = bytes::Bytes::copy_from_slice(body);
+    let kind = if content_kind == "form" {
+        crate::webhook::body::ContentKind::Form
+    } else {
+        crate::webhook::body::ContentKind::Json
+    };
+    crate::webhook::body::json_bytes(kind, &raw)
+        .ok()
+        .and_then(|json| serde_json::from_slice(&json).ok())
+        .unwrap_or_else(|| json!(String::from_utf8_lossy(body)))
+}
+
+fn time(unix_ms: i64) -> String {
+    let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(unix_ms).unwrap_or(0));
+    humantime::format_rfc3339_seconds(at).to_string()
+}

@@ -1,0 +1,193 @@
+//! The rules of `DeliveryQueue`, run against every backend (svix-style), so a
+//! new backend proves it behaves like the others.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::*;
+use crate::retry::RetryPolicy;
+use crate::telemetry::metrics::Metrics;
+use crate::webhook::body::ContentKind;
+use crate::webhook::headers::{EventName, GitHubHeaders};
+
+const RETRY: RetryPolicy = RetryPolicy { max_attempts: 3, base: Duration::from_millis(100) };
+const WAIT: Duration = Duration::from_secs(10);
+
+fn delivery(id: &str) -> Delivery {
+    let headers = GitHubHeaders {
+        event: EventName::parse("issues").expect("event"),
+        delivery_id: DeliveryId::parse(id).expect("id"),
+        hook_id: Some("7".into()),
+        target_type: Some("repository".into()),
+        target_id: Some("9".into()),
+    };
+    let body = Bytes::from(format!(r#"{{"action":"opened","id":"{id}","repository":{{"full_name":"o/r"}}}}"#));
+    Delivery::from_verified(headers, ContentKind::Json, body).expect("valid")
+}
+
+async fn next(queue: &dyn DeliveryQueue) -> Delivery {
+    tokio::time::timeout(WAIT, queue.next()).await.expect("a delivery in time").expect("queue open")
+}
+
+/// A backend under test, kept alive with whatever it needs (a temp dir).
+struct Backend {
+    queue: Arc<dyn DeliveryQueue>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn memory(capacity: usize) -> Backend {
+    Backend { queue: Arc::new(MemoryQueue::new(capacity, Duration::from_secs(3600), RETRY)), _dir: None }
+}
+
+fn sqlite(capacity: usize) -> Backend {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = SqliteOptions { capacity, retry: RETRY };
+    let queue = SqliteQueue::open(&dir.path().join("q.db"), options, Arc::new(Metrics::new())).expect("opens");
+    Backend { queue: Arc::new(queue), _dir: Some(dir) }
+}
+
+macro_rules! store_contract_tests {
+    ($backend:ident) => {
+        mod $backend {
+            use super::*;
+
+            #[tokio::test]
+            async fn dedup_capacity_and_close() {
+                let b = $backend(2);
+                let q = b.queue.as_ref();
+                assert_eq!(q.enqueue(delivery("a")).await, Ok(Enqueued::Queued));
+                assert_eq!(q.enqueue(delivery("a")).await, Ok(Enqueued::Duplicate));
+                assert_eq!(q.enqueue(delivery("b")).await, Ok(Enqueued::Queued));
+                assert_eq!(q.depth(), 2);
+                assert!(!q.has_room());
+                assert_eq!(q.enqueue(delivery("c")).await, Err(EnqueueError::Full));
+
+                let first = next(q).await;
+                assert_eq!((first.id().as_str(), first.attempt), ("a", 1));
+                assert_eq!(first.routing.repository.as_deref(), Some("o/r"));
+                assert_eq!(first.headers.hook_id.as_deref(), Some("7"));
+                assert_eq!(q.finish(&first, Outcome::Ok).await, Settled::Done);
+                // Processed ids stay remembered; refused ones were not.
+                assert_eq!(q.enqueue(delivery("a")).await, Ok(Enqueued::Duplicate));
+                assert_eq!(q.enqueue(delivery("c")).await, Ok(Enqueued::Queued));
+
+                q.close();
+                assert_eq!(q.enqueue(delivery("d")).await, Err(EnqueueError::Closed));
+                assert!(!q.has_room());
+                let second = next(q).await;
+                assert_eq!(second.id().as_str(), "b");
+                q.finish(&second, Outcome::Ok).await;
+                let third = next(q).await;
+                q.finish(&third, Outcome::Ok).await;
+                assert!(q.next().await.is_none(), "closed and empty");
+                let counts = q.counts().await;
+                assert_eq!((counts.queued, counts.running, counts.done), (0, 0, 3));
+                q.shutdown().await;
+            }
+
+            #[tokio::test]
+            async fn retryable_failures_back_off_then_die_when_attempts_are_spent() {
+                let b = $backend(10);
+                let q = b.queue.as_ref();
+                q.enqueue(delivery("r")).await.expect("queued");
+                let mut last_failure = None::<Instant>;
+                for attempt in 1..=3 {
+                    let d = next(q).await;
+                    assert_eq!(d.attempt, attempt);
+                    if let Some(at) = last_failure {
+                        // Equal jitter: never sooner than half the step.
+                        let least = RETRY.base.mul_f64(f64::from(1u32 << (attempt - 2)) / 2.0);
+                        assert!(at.elapsed() >= least, "attempt {attempt} came after {:?}", at.elapsed());
+                    }
+                    let settled = q.finish(&d, Outcome::Retry("502".into())).await;
+                    last_failure = Some(Instant::now());
+                    if attempt < 3 {
+                        assert!(matches!(settled, Settled::Retrying(_)), "{settled:?}");
+                        assert_eq!(q.depth(), 1, "a scheduled retry waits in the queue");
+                    } else {
+                        assert_eq!(settled, Settled::Dead);
+                    }
+                }
+                assert_eq!(q.depth(), 0);
+                assert_eq!(q.counts().await.dead, 1);
+                q.shutdown().await;
+            }
+
+            #[tokio::test]
+            async fn permanent_failure_is_dead_at_once() {
+                let b = $backend(10);
+                let q = b.queue.as_ref();
+                q.enqueue(delivery("p")).await.expect("queued");
+                let d = next(q).await;
+                assert_eq!(q.finish(&d, Outcome::Failed("404".into())).await, Settled::Failed);
+                assert_eq!(q.depth(), 0);
+                assert_eq!(q.counts().await.dead, 1);
+                q.shutdown().await;
+            }
+
+            #[tokio::test]
+            async fn a_waiting_worker_wakes_when_a_delivery_arrives() {
+                let b = $backend(10);
+                let q = b.queue.clone();
+                let waiting = tokio::spawn(async move { q.next().await.map(|d| d.id().to_string()) });
+                tokio::task::yield_now().await;
+                let started = Instant::now();
+                b.queue.enqueue(delivery("w")).await.expect("queued");
+                let got = tokio::time::timeout(WAIT, waiting).await.expect("woken").expect("task");
+                assert_eq!(got.as_deref(), Some("w"));
+                // Woken by the arrival, not by the store's one-second poll.
+                assert!(started.elapsed() < Duration::from_millis(900), "{:?}", started.elapsed());
+                b.queue.shutdown().await;
+            }
+        }
+    };
+}
+
+store_contract_tests!(memory);
+store_contract_tests!(sqlite);
+
+#[tokio::test]
+async fn sqlite_keeps_deliveries_across_reopen_and_requeues_what_was_running() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("q.db");
+    let options = SqliteOptions { capacity: 10, retry: RETRY };
+    let q = SqliteQueue::open(&path, options.clone(), Arc::new(Metrics::new())).expect("opens");
+    q.enqueue(delivery("x")).await.expect("queued");
+    q.enqueue(delivery("y")).await.expect("queued");
+    let running = next(&q).await;
+    assert_eq!(running.id().as_str(), "x");
+    // A second owner is refused while the first holds the database.
+    assert!(matches!(
+        SqliteQueue::open(&path, options.clone(), Arc::new(Metrics::new())),
+        Err(StoreError::Locked { .. })
+    ));
+    q.shutdown().await;
+    drop(q); // the process "dies" with x running
+
+    let q = SqliteQueue::open(&path, options, Arc::new(Metrics::new())).expect("reopens");
+    assert_eq!(q.depth(), 2, "x was requeued, y still waits");
+    assert_eq!(q.enqueue(delivery("x")).await, Ok(Enqueued::Duplicate), "dedup survives the restart");
+    let again = next(&q).await;
+    assert_eq!((again.id().as_str(), again.attempt), ("x", 2));
+    assert_eq!(again.raw, delivery("x").raw, "stored exactly as received");
+    q.shutdown().await;
+}
+
+#[tokio::test]
+async fn sqlite_open_errors_name_the_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let corrupt = dir.path().join("corrupt.db");
+    std::fs::write(&corrupt, vec![0x5a; 8192]).expect("write");
+    let options = SqliteOptions { capacity: 10, retry: RETRY };
+    let err = SqliteQueue::open(&corrupt, options.clone(), Arc::new(Metrics::new())).err().expect("corrupt fails");
+    assert!(matches!(err, StoreError::Open { .. }), "{err}");
+    assert!(err.to_string().contains("corrupt.db"), "{err}");
+
+    // /proc refuses new files even to root.
+    let err = SqliteQueue::open(std::path::Path::new("/proc/webhookd.db"), options, Arc::new(Metrics::new()))
+        .err()
+        .expect("unwritable folder fails");
+    assert!(err.to_string().contains("/proc/webhookd.db"), "{err}");
+}

@@ -1,0 +1,173 @@
+//! Operator access to a delivery database, for `webhookd deliveries`. Works
+//! beside a running daemon: plain connections, no ownership lock; rows
+//! requeued here are picked up by the daemon's poll within a second.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use serde::Serialize;
+
+use super::{StoreError, now_ms, open_connection};
+use crate::queue::StateCounts;
+
+/// The states a delivery moves through.
+pub const STATES: [&str; 4] = ["queued", "running", "done", "dead"];
+
+/// One line of `deliveries list`.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub delivery_id: String,
+    pub event: String,
+    pub action: Option<String>,
+    pub state: String,
+    pub attempts: u32,
+    /// Unix milliseconds.
+    pub received_at: i64,
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+}
+
+/// Everything `deliveries show` prints.
+#[derive(Debug, Serialize)]
+pub struct Detail {
+    #[serde(flatten)]
+    pub summary: Summary,
+    pub hook_id: Option<String>,
+    pub target_type: Option<String>,
+    pub target_id: Option<String>,
+    pub content_kind: String,
+    pub finished_at: Option<i64>,
+    #[serde(skip)]
+    pub body: Vec<u8>,
+}
+
+/// Opens an existing database for the operator.
+pub fn open(path: &Path) -> Result<Connection, StoreError> {
+    if !path.exists() {
+        return Err(StoreError::Open { path: path.to_path_buf(), reason: "no such database file".into() });
+    }
+    let conn = open_connection(path, false).map_err(|reason| StoreError::Open { path: path.to_path_buf(), reason })?;
+    conn.execute_batch(super::SCHEMA)
+        .map_err(|e| StoreError::Open { path: path.to_path_buf(), reason: super::describe(&e) })?;
+    Ok(conn)
+}
+
+const SUMMARY_COLUMNS: &str = "delivery_id, event, action, state, attempts, received_at, next_attempt_at, last_error";
+
+fn summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<Summary> {
+    Ok(Summary {
+        delivery_id: r.get(0)?,
+        event: r.get(1)?,
+        action: r.get(2)?,
+        state: r.get(3)?,
+        attempts: r.get(4)?,
+        received_at: r.get(5)?,
+        next_attempt_at: r.get(6)?,
+        last_error: r.get(7)?,
+    })
+}
+
+/// The newest deliveries first, filtered by state and event.
+pub fn list(
+    conn: &Connection,
+    state: Option<&str>,
+    event: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Summary>, StoreError> {
+    let sql = format!(
+        "SELECT {SUMMARY_COLUMNS} FROM deliveries WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR event = ?2)
+         ORDER BY seq DESC LIMIT ?3"
+    );
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut statement = conn.prepare(&sql).map_err(read)?;
+    let rows = statement.query_map(params![state, event, limit], summary).map_err(read)?;
+    rows.collect::<Result<_, _>>().map_err(read)
+}
+
+pub fn show(conn: &Connection, delivery_id: &str) -> Result<Option<Detail>, StoreError> {
+    let sql = format!(
+        "SELECT {SUMMARY_COLUMNS}, hook_id, target_type, target_id, content_kind, finished_at, body
+         FROM deliveries WHERE delivery_id = ?1"
+    );
+    conn.query_row(&sql, params![delivery_id], |r| {
+        Ok(Detail {
+            summary: summary(r)?,
+            hook_id: r.get(8)?,
+            target_type: r.get(9)?,
+            target_id: r.get(10)?,
+            content_kind: r.get(11)?,
+            finished_at: r.get(12)?,
+            body: r.get(13)?,
+        })
+    })
+    .optional()
+    .map_err(read)
+}
+
+/// Queues these deliveries again with their attempts reset (not those running now).
+/// Returns the ids that were not found or are running.
+pub fn replay(conn: &Connection, delivery_ids: &[String]) -> Result<Vec<String>, StoreError> {
+    let mut missed = Vec::new();
+    let mut statement = conn
+        .prepare(
+            "UPDATE deliveries SET state = 'queued', attempts = 0, next_attempt_at = ?2, last_error = NULL,
+                 finished_at = NULL, lease_until = NULL
+             WHERE delivery_id = ?1 AND state != 'running'",
+        )
+        .map_err(write)?;
+    let now = now_ms();
+    for id in delivery_ids {
+        if statement.execute(params![id, now]).map_err(write)? == 0 {
+            missed.push(id.clone());
+        }
+    }
+    Ok(missed)
+}
+
+/// Queues every dead delivery again; returns how many.
+pub fn replay_state(conn: &Connection, state: &str) -> Result<usize, StoreError> {
+    conn.execute(
+        "UPDATE deliveries SET state = 'queued', attempts = 0, next_attempt_at = ?2, last_error = NULL,
+             finished_at = NULL, lease_until = NULL
+         WHERE state = ?1",
+        params![state, now_ms()],
+    )
+    .map_err(write)
+}
+
+/// Deletes finished (done or dead) deliveries older than `retention`.
+pub fn prune(conn: &Connection, retention: Duration) -> Result<usize, StoreError> {
+    let before = now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    conn.execute("DELETE FROM deliveries WHERE state IN ('done', 'dead') AND finished_at < ?1", params![before])
+        .map_err(write)
+}
+
+/// How many deliveries are in each state.
+pub fn count_states(conn: &Connection) -> rusqlite::Result<StateCounts> {
+    let mut counts = StateCounts::default();
+    let mut statement = conn.prepare_cached("SELECT state, count(*) FROM deliveries GROUP BY state")?;
+    let rows = statement.query_map(params_from_iter(std::iter::empty::<i64>()), |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+    })?;
+    for row in rows {
+        let (state, n) = row?;
+        let n = u64::try_from(n).unwrap_or(0);
+        match state.as_str() {
+            "queued" => counts.queued = n,
+            "running" => counts.running = n,
+            "done" => counts.done = n,
+            "dead" => counts.dead = n,
+            _ => {}
+        }
+    }
+    Ok(counts)
+}
+
+fn read(e: rusqlite::Error) -> StoreError {
+    StoreError::Read(super::describe(&e))
+}
+
+fn write(e: rusqlite::Error) -> StoreError {
+    StoreError::Write(super::describe(&e))
+}

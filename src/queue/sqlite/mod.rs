@@ -1,0 +1,458 @@
+//! The durable queue: an embedded SQLite database (WAL, `synchronous=FULL`
+//! for accepted deliveries). A delivery is answered 2xx only once its row is
+//! committed, so no acknowledged delivery is lost, even to SIGKILL or a power
+//! cut. The UNIQUE delivery id deduplicates across restarts.
+//!
+//! One daemon owns a database at a time (an exclusive lock on `PATH.lock`), so
+//! rows a dead owner left `running` are queued again at once at start. The
+//! operator CLI (`webhookd deliveries`) works beside the running daemon: it
+//! takes no lock, and the daemon polls for rows it requeued.
+
+pub mod admin;
+mod writer;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use nix::fcntl::{Flock, FlockArg};
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use super::{Abandoned, DeliveryQueue, EnqueueError, Enqueued, Outcome, Settled, StateCounts};
+use crate::delivery::{Delivery, DeliveryId};
+use crate::retry::RetryPolicy;
+use crate::telemetry::metrics::Metrics;
+use crate::webhook::body::ContentKind;
+use crate::webhook::headers::{EventName, GitHubHeaders};
+use writer::{Command, NewRow, Op, OpResult, Settle, StoredRow};
+
+/// The schema, applied at every open (idempotent).
+const SCHEMA: &str = include_str!("schema.sql");
+/// How long a claimed delivery is leased to its worker. With one owner per
+/// database the lease is informational; a shared backend would reclaim
+/// expired leases.
+const LEASE: Duration = Duration::from_secs(15 * 60);
+/// How often idle workers look for rows changed outside this process
+/// (`deliveries replay`) or retries that fell due.
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How long SQLite waits on another connection's lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {reason}")]
+    Open { path: PathBuf, reason: String },
+    #[error("{path}: in use by another webhookd process (lock file {lock} is held)")]
+    Locked { path: PathBuf, lock: PathBuf },
+    #[error("store write failed: {0}")]
+    Write(String),
+    #[error("store read failed: {0}")]
+    Read(String),
+    #[error("the store is shut down")]
+    Stopped,
+}
+
+/// State shared by the queue and its writer thread.
+pub(crate) struct Shared {
+    /// Rows in state `queued` (waiting, retries included).
+    queued: AtomicUsize,
+    /// Earliest `next_attempt_at` of a scheduled retry, Unix ms (i64::MAX: none).
+    next_retry_at: AtomicI64,
+    notify: Notify,
+    metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    /// Mirrors a committed operation in the counters; true when it made a
+    /// delivery claimable now (so idle workers should look).
+    fn account(&self, op: &Op, result: &OpResult) -> bool {
+        match (op, result) {
+            (Op::Insert(_), OpResult::Inserted(true)) => {
+                self.queued.fetch_add(1, Ordering::SeqCst);
+                true
+            }
+            (Op::Claim { .. }, OpResult::Claimed(Some(_))) => {
+                let _ = self.queued.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| Some(n.saturating_sub(1)));
+                false
+            }
+            (Op::Finish { settle: Settle::RetryAt { at, .. }, .. }, OpResult::Count(1)) => {
+                self.queued.fetch_add(1, Ordering::SeqCst);
+                self.next_retry_at.fetch_min(*at, Ordering::SeqCst);
+                // A worker sleeping until a later retry must recompute its wait.
+                true
+            }
+            (Op::RequeueRunning { .. }, OpResult::Count(n)) => {
+                self.queued.fetch_add(*n, Ordering::SeqCst);
+                *n > 0
+            }
+            _ => false,
+        }
+    }
+
+    /// Wakes every idle worker. Only after a commit that made work available:
+    /// waking on every commit would make idle workers claim in a loop.
+    fn wake_workers(&self) {
+        self.notify.notify_waiters();
+    }
+}
+
+/// Settings of the durable queue.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    pub capacity: usize,
+    pub retry: RetryPolicy,
+}
+
+pub struct SqliteQueue {
+    path: PathBuf,
+    commands: Mutex<Option<mpsc::UnboundedSender<Command>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    reader: Arc<Mutex<Connection>>,
+    shared: Arc<Shared>,
+    options: SqliteOptions,
+    closed: AtomicBool,
+    _lock: Flock<File>,
+}
+
+impl SqliteQueue {
+    /// Opens (creating it and its folder if needed) the database at `path`,
+    /// takes ownership of it, and queues again what a dead owner left running.
+    pub fn open(path: &Path, options: SqliteOptions, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
+        let open_error = |reason: String| StoreError::Open { path: path.to_path_buf(), reason };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| open_error(format!("cannot create the folder {}: {e}", dir.display())))?;
+        }
+        let lock_path = lock_path(path);
+        let lock_file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| open_error(format!("cannot create the lock file {}: {e}", lock_path.display())))?;
+        let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock)
+            .map_err(|_| StoreError::Locked { path: path.to_path_buf(), lock: lock_path.clone() })?;
+
+        let conn = open_connection(path, true).map_err(open_error)?;
+        conn.execute_batch(SCHEMA).map_err(|e| open_error(describe(&e)))?;
+        let requeued = conn
+            .execute("UPDATE deliveries SET state = 'queued', lease_until = NULL WHERE state = 'running'", [])
+            .map_err(|e| open_error(describe(&e)))?;
+        if requeued > 0 {
+            tracing::warn!(requeued, "queued again deliveries a previous process left running");
+        }
+        let queued: i64 = conn
+            .query_row("SELECT count(*) FROM deliveries WHERE state = 'queued'", [], |r| r.get(0))
+            .map_err(|e| open_error(describe(&e)))?;
+        let reader = open_connection(path, false).map_err(open_error)?;
+
+        let shared = Arc::new(Shared {
+            queued: AtomicUsize::new(usize::try_from(queued).unwrap_or(0)),
+            next_retry_at: AtomicI64::new(i64::MAX),
+            notify: Notify::new(),
+            metrics,
+        });
+        let (commands, rx) = mpsc::unbounded_channel();
+        let writer_shared = shared.clone();
+        let writer = std::thread::Builder::new()
+            .name("webhookd-store".into())
+            .spawn(move || writer::run(conn, rx, writer_shared))
+            .map_err(|e| open_error(format!("cannot start the store writer: {e}")))?;
+        if queued > 0 {
+            tracing::info!(queued, "resuming deliveries stored by a previous run");
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            commands: Mutex::new(Some(commands)),
+            writer: Mutex::new(Some(writer)),
+            reader: Arc::new(Mutex::new(reader)),
+            shared,
+            options,
+            closed: AtomicBool::new(false),
+            _lock: lock,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn call(&self, op: Op) -> Result<OpResult, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        let sent = match &*self.commands.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some(commands) => commands.send(Command { op, reply }).is_ok(),
+            None => false,
+        };
+        if !sent {
+            return Err(StoreError::Stopped);
+        }
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    async fn claim(&self) -> Result<Option<Delivery>, StoreError> {
+        let now = now_ms();
+        let lease_until = now + i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX);
+        loop {
+            let OpResult::Claimed(row) = self.call(Op::Claim { now, lease_until }).await? else {
+                return Err(StoreError::Write("unexpected answer to a claim".into()));
+            };
+            let Some(row) = row else { return Ok(None) };
+            match restore(row) {
+                Ok(delivery) => return Ok(Some(delivery)),
+                Err((id, error)) => {
+                    tracing::error!(delivery.id = %id, %error, "stored delivery cannot be read back; marked dead");
+                    let settle = Settle::Dead { error };
+                    self.call(Op::Finish { delivery_id: id, settle, now }).await?;
+                }
+            }
+        }
+    }
+
+    /// Milliseconds until the earliest scheduled retry, at most `POLL_INTERVAL`.
+    fn idle_wait(&self) -> Duration {
+        let until = self.shared.next_retry_at.load(Ordering::SeqCst).saturating_sub(now_ms());
+        Duration::from_millis(u64::try_from(until).unwrap_or(0)).min(POLL_INTERVAL)
+    }
+
+    /// Recounts waiting rows: the CLI may have changed them from outside.
+    async fn resync(&self) {
+        let reader = self.reader.clone();
+        let counted = tokio::task::spawn_blocking(move || {
+            let conn = reader.lock().unwrap_or_else(PoisonError::into_inner);
+            conn.query_row("SELECT count(*), min(next_attempt_at) FROM deliveries WHERE state = 'queued'", [], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?))
+            })
+        })
+        .await;
+        if let Ok(Ok((queued, next))) = counted {
+            self.shared.queued.store(usize::try_from(queued).unwrap_or(0), Ordering::SeqCst);
+            self.shared.next_retry_at.store(next.unwrap_or(i64::MAX), Ordering::SeqCst);
+        }
+    }
+}
+
+#[async_trait]
+impl DeliveryQueue for SqliteQueue {
+    async fn enqueue(&self, delivery: Delivery) -> Result<Enqueued, EnqueueError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(EnqueueError::Closed);
+        }
+        if self.shared.queued.load(Ordering::SeqCst) >= self.options.capacity {
+            return Err(EnqueueError::Full);
+        }
+        let row = NewRow {
+            delivery_id: delivery.id().to_string(),
+            event: delivery.event().to_string(),
+            action: delivery.routing.action.clone(),
+            hook_id: delivery.headers.hook_id.clone(),
+            target_type: delivery.headers.target_type.clone(),
+            target_id: delivery.headers.target_id.clone(),
+            content_kind: content_kind_name(delivery.content_kind),
+            body: delivery.raw.clone(),
+            received_at: unix_ms(delivery.received_at),
+        };
+        match self.call(Op::Insert(row)).await {
+            Ok(OpResult::Inserted(true)) => Ok(Enqueued::Queued),
+            Ok(_) => Ok(Enqueued::Duplicate),
+            Err(StoreError::Stopped) => Err(EnqueueError::Closed),
+            Err(e) => {
+                tracing::error!(delivery.id = %delivery.id(), error = %e, "delivery not stored; answered 503");
+                Err(EnqueueError::Store)
+            }
+        }
+    }
+
+    async fn next(&self) -> Option<Delivery> {
+        loop {
+            let notified = self.shared.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            // Nothing queued (the count is resynced from disk at every poll):
+            // no need for a write transaction to find that out.
+            let claimed = if self.depth() == 0 { Ok(None) } else { self.claim().await };
+            match claimed {
+                Ok(Some(delivery)) => return Some(delivery),
+                Ok(None) => {}
+                Err(StoreError::Stopped) => return None,
+                Err(e) => tracing::error!(error = %e, "claiming a delivery failed; trying again"),
+            }
+            if self.closed.load(Ordering::SeqCst) {
+                // What is left waits on disk for the next start.
+                return None;
+            }
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep(self.idle_wait()) => self.resync().await,
+            }
+        }
+    }
+
+    async fn finish(&self, delivery: &Delivery, outcome: Outcome) -> Settled {
+        let now = now_ms();
+        let (settle, settled) = match outcome {
+            Outcome::Ok => (Settle::Done, Settled::Done),
+            Outcome::Retry(error) => match self.options.retry.backoff(delivery.attempt) {
+                Some(wait) => {
+                    let at = now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+                    (Settle::RetryAt { at, error }, Settled::Retrying(wait))
+                }
+                None => (Settle::Dead { error }, Settled::Dead),
+            },
+            Outcome::Failed(error) => (Settle::Dead { error }, Settled::Failed),
+        };
+        let delivery_id = delivery.id().to_string();
+        if let Err(e) = self.call(Op::Finish { delivery_id, settle, now }).await {
+            tracing::error!(delivery.id = %delivery.id(), error = %e, "recording the outcome failed; the delivery will run again after a restart");
+        }
+        settled
+    }
+
+    fn depth(&self) -> usize {
+        self.shared.queued.load(Ordering::SeqCst)
+    }
+
+    fn has_room(&self) -> bool {
+        !self.closed.load(Ordering::SeqCst) && self.depth() < self.options.capacity
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.shared.notify.notify_waiters();
+    }
+
+    async fn abandon(&self, interrupted: &[DeliveryId]) -> Abandoned {
+        let delivery_ids = interrupted.iter().map(ToString::to_string).collect();
+        match self.call(Op::RequeueRunning { delivery_ids }).await {
+            Ok(_) => Abandoned { lost: Vec::new(), kept: self.depth() },
+            Err(e) => {
+                // Still safe: rows left `running` are queued again at the next start.
+                tracing::error!(error = %e, "could not requeue interrupted deliveries now; the next start will");
+                Abandoned { lost: Vec::new(), kept: self.depth() + interrupted.len() }
+            }
+        }
+    }
+
+    async fn prune(&self, retention: Duration) -> usize {
+        let finished_before = now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        match self.call(Op::Prune { finished_before }).await {
+            Ok(OpResult::Count(n)) => n,
+            Ok(_) => 0,
+            Err(e) => {
+                tracing::error!(error = %e, "pruning finished deliveries failed");
+                0
+            }
+        }
+    }
+
+    async fn counts(&self) -> StateCounts {
+        let reader = self.reader.clone();
+        let counted = tokio::task::spawn_blocking(move || {
+            admin::count_states(&reader.lock().unwrap_or_else(PoisonError::into_inner))
+        })
+        .await;
+        match counted {
+            Ok(Ok(counts)) => counts,
+            _ => StateCounts { queued: self.depth() as u64, ..StateCounts::default() },
+        }
+    }
+
+    async fn shutdown(&self) {
+        // Dropping the sender ends the writer once it has committed what it holds.
+        drop(self.commands.lock().unwrap_or_else(PoisonError::into_inner).take());
+        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(writer) = writer {
+            if tokio::task::spawn_blocking(move || writer.join()).await.is_err() {
+                tracing::error!("the store writer thread failed");
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("sqlite:{}", self.path.display())
+    }
+}
+
+/// `PATH.lock` beside the database.
+fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".lock");
+    path.with_file_name(name)
+}
+
+/// Opens a connection with the pragmas every connection needs.
+pub(crate) fn open_connection(path: &Path, create: bool) -> Result<Connection, String> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| describe(&e))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| describe(&e))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(|e| describe(&e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(format!("cannot switch the database to WAL mode (got {mode})"));
+    }
+    conn.pragma_update(None, "synchronous", "FULL").map_err(|e| describe(&e))?;
+    Ok(conn)
+}
+
+/// A readable reason for an SQLite error.
+fn describe(e: &rusqlite::Error) -> String {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase) => {
+            "not a webhookd database (the file is corrupt or of another kind)".into()
+        }
+        Some(rusqlite::ErrorCode::DatabaseCorrupt) => "the database file is corrupt".into(),
+        Some(rusqlite::ErrorCode::CannotOpen) => {
+            "cannot open or create the database file (check the folder exists and is writable)".into()
+        }
+        Some(rusqlite::ErrorCode::ReadOnly) => {
+            "the database is read-only (check the file's and folder's permissions)".into()
+        }
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            "the database is locked by another process".into()
+        }
+        _ => e.to_string(),
+    }
+}
+
+fn content_kind_name(kind: ContentKind) -> &'static str {
+    match kind {
+        ContentKind::Json => "json",
+        ContentKind::Form => "form",
+    }
+}
+
+/// Rebuilds a delivery from its row; on failure, its id and the reason.
+fn restore(row: StoredRow) -> Result<Delivery, (String, String)> {
+    let fail = |reason: String| (row.delivery_id.clone(), reason);
+    let headers = GitHubHeaders {
+        event: EventName::parse(&row.event).map_err(|e| fail(e.to_string()))?,
+        delivery_id: DeliveryId::parse(&row.delivery_id).map_err(|e| fail(e.to_string()))?,
+        hook_id: row.hook_id.clone(),
+        target_type: row.target_type.clone(),
+        target_id: row.target_id.clone(),
+    };
+    let kind = match row.content_kind.as_str() {
+        "form" => ContentKind::Form,
+        _ => ContentKind::Json,
+    };
+    let received_at = UNIX_EPOCH + Duration::from_millis(u64::try_from(row.received_at).unwrap_or(0));
+    let mut delivery =
+        Delivery::from_verified(headers, kind, Bytes::from(row.body.clone())).map_err(|e| fail(e.to_string()))?;
+    delivery.received_at = received_at;
+    delivery.attempt = row.attempts;
+    Ok(delivery)
+}
+
+pub(crate) fn now_ms() -> i64 {
+    unix_ms(SystemTime::now())
+}
+
+fn unix_ms(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
+}

@@ -1,0 +1,22 @@
+-- One row per accepted delivery. delivery_id is UNIQUE: that is the
+-- deduplication, and it survives restarts. Times are Unix milliseconds.
+CREATE TABLE IF NOT EXISTS deliveries (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    delivery_id     TEXT    NOT NULL UNIQUE,
+    event           TEXT    NOT NULL,
+    action          TEXT,
+    hook_id         TEXT,
+    target_type     TEXT,
+    target_id       TEXT,
+    content_kind    TEXT    NOT NULL,          -- json | form
+    body            BLOB    NOT NULL,          -- exactly as received and signed
+    received_at     INTEGER NOT NULL,
+    state           TEXT    NOT NULL,          -- queued | running | done | dead
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    lease_until     INTEGER,
+    last_error      TEXT,
+    finished_at     INTEGER
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt_at, seq);
+CREATE INDEX IF NOT EXISTS deliveries_finished ON deliveries (finished_at) WHERE finished_at IS NOT NULL;

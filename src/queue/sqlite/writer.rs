@@ -1,0 +1,216 @@
+//! The store's single writer: one thread owning the write connection. Callers
+//! send operations over a channel; the thread takes everything that arrived
+//! while the previous commit ran and applies it in one transaction, so many
+//! concurrent deliveries share one commit and one fsync (group commit).
+//!
+//! Batches that accept deliveries commit with `synchronous=FULL`: their 2xx
+//! waits for the fsync. Batches of claims and outcomes only commit with
+//! `NORMAL`: losing one to a power cut means a delivery is processed again
+//! (at least once), never lost, and the next FULL commit makes it durable.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Shared, StoreError};
+
+/// Most operations applied in one transaction.
+const MAX_BATCH: usize = 1024;
+
+/// A delivery to insert.
+pub(super) struct NewRow {
+    pub delivery_id: String,
+    pub event: String,
+    pub action: Option<String>,
+    pub hook_id: Option<String>,
+    pub target_type: Option<String>,
+    pub target_id: Option<String>,
+    pub content_kind: &'static str,
+    pub body: Bytes,
+    pub received_at: i64,
+}
+
+/// A claimed delivery as stored.
+pub(super) struct StoredRow {
+    pub delivery_id: String,
+    pub event: String,
+    pub hook_id: Option<String>,
+    pub target_type: Option<String>,
+    pub target_id: Option<String>,
+    pub content_kind: String,
+    pub body: Vec<u8>,
+    pub received_at: i64,
+    pub attempts: u32,
+}
+
+/// How processing ended, as written to the row.
+pub(super) enum Settle {
+    Done,
+    RetryAt { at: i64, error: String },
+    Dead { error: String },
+}
+
+pub(super) enum Op {
+    Insert(NewRow),
+    Claim { now: i64, lease_until: i64 },
+    Finish { delivery_id: String, settle: Settle, now: i64 },
+    RequeueRunning { delivery_ids: Vec<String> },
+    Prune { finished_before: i64 },
+}
+
+pub(super) enum OpResult {
+    Inserted(bool),
+    Claimed(Option<StoredRow>),
+    Count(usize),
+}
+
+pub(super) struct Command {
+    pub op: Op,
+    pub reply: oneshot::Sender<Result<OpResult, StoreError>>,
+}
+
+/// Runs the writer until every sender is dropped.
+pub(super) fn run(mut conn: Connection, mut commands: mpsc::UnboundedReceiver<Command>, shared: Arc<Shared>) {
+    let mut durable = true; // the connection was opened with synchronous=FULL
+    while let Some(first) = commands.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match commands.try_recv() {
+                Ok(command) => batch.push(command),
+                Err(_) => break,
+            }
+        }
+        let wants_durable = batch.iter().any(|c| matches!(c.op, Op::Insert(_)));
+        if wants_durable != durable {
+            let mode = if wants_durable { "FULL" } else { "NORMAL" };
+            if conn.pragma_update(None, "synchronous", mode).is_ok() {
+                durable = wants_durable;
+            }
+        }
+        let started = Instant::now();
+        let results = apply_batch(&mut conn, &batch);
+        shared.metrics.store_commit_seconds.observe(started.elapsed().as_secs_f64());
+        shared.metrics.store_batch_size.observe(batch.len() as f64);
+        match results {
+            Ok(results) => {
+                let mut work_available = false;
+                for (command, result) in batch.into_iter().zip(results) {
+                    work_available |= shared.account(&command.op, &result);
+                    let _ = command.reply.send(Ok(result));
+                }
+                if work_available {
+                    shared.wake_workers();
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, operations = batch.len(), "store commit failed");
+                for command in batch {
+                    let _ = command.reply.send(Err(StoreError::Write(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+/// Applies every operation in one transaction; all or nothing.
+fn apply_batch(conn: &mut Connection, batch: &[Command]) -> rusqlite::Result<Vec<OpResult>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut results = Vec::with_capacity(batch.len());
+    for command in batch {
+        results.push(apply(&tx, &command.op)?);
+    }
+    tx.commit()?;
+    Ok(results)
+}
+
+fn apply(conn: &Connection, op: &Op) -> rusqlite::Result<OpResult> {
+    match op {
+        Op::Insert(row) => {
+            let inserted = conn.prepare_cached(
+                "INSERT INTO deliveries (delivery_id, event, action, hook_id, target_type, target_id, content_kind, body,
+                                         received_at, state, attempts, next_attempt_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', 0, ?9)
+                 ON CONFLICT (delivery_id) DO NOTHING",
+            )?
+            .execute(params![
+                row.delivery_id,
+                row.event,
+                row.action,
+                row.hook_id,
+                row.target_type,
+                row.target_id,
+                row.content_kind,
+                &row.body[..],
+                row.received_at
+            ])?;
+            Ok(OpResult::Inserted(inserted == 1))
+        }
+        Op::Claim { now, lease_until } => {
+            let row = conn
+                .prepare_cached(
+                    "UPDATE deliveries SET state = 'running', attempts = attempts + 1, lease_until = ?2
+                     WHERE seq = (SELECT seq FROM deliveries WHERE state = 'queued' AND next_attempt_at <= ?1
+                                  ORDER BY next_attempt_at, seq LIMIT 1)
+                     RETURNING delivery_id, event, hook_id, target_type, target_id, content_kind, body,
+                               received_at, attempts",
+                )?
+                .query_row(params![now, lease_until], |r| {
+                    Ok(StoredRow {
+                        delivery_id: r.get(0)?,
+                        event: r.get(1)?,
+                        hook_id: r.get(2)?,
+                        target_type: r.get(3)?,
+                        target_id: r.get(4)?,
+                        content_kind: r.get(5)?,
+                        body: r.get(6)?,
+                        received_at: r.get(7)?,
+                        attempts: r.get(8)?,
+                    })
+                })
+                .optional()?;
+            Ok(OpResult::Claimed(row))
+        }
+        Op::Finish { delivery_id, settle, now } => {
+            let changed = match settle {
+                Settle::Done => conn
+                    .prepare_cached(
+                        "UPDATE deliveries SET state = 'done', finished_at = ?2, lease_until = NULL, last_error = NULL
+                         WHERE delivery_id = ?1 AND state = 'running'",
+                    )?
+                    .execute(params![delivery_id, now])?,
+                Settle::RetryAt { at, error } => conn
+                    .prepare_cached(
+                        "UPDATE deliveries SET state = 'queued', next_attempt_at = ?2, lease_until = NULL, last_error = ?3
+                         WHERE delivery_id = ?1 AND state = 'running'",
+                    )?
+                    .execute(params![delivery_id, at, error])?,
+                Settle::Dead { error } => conn
+                    .prepare_cached(
+                        "UPDATE deliveries SET state = 'dead', finished_at = ?2, lease_until = NULL, last_error = ?3
+                         WHERE delivery_id = ?1 AND state = 'running'",
+                    )?
+                    .execute(params![delivery_id, now, error])?,
+            };
+            Ok(OpResult::Count(changed))
+        }
+        Op::RequeueRunning { delivery_ids } => {
+            let mut statement = conn.prepare_cached(
+                "UPDATE deliveries SET state = 'queued', lease_until = NULL WHERE delivery_id = ?1 AND state = 'running'",
+            )?;
+            let mut count = 0;
+            for id in delivery_ids {
+                count += statement.execute(params![id])?;
+            }
+            Ok(OpResult::Count(count))
+        }
+        Op::Prune { finished_before } => {
+            let count = conn
+                .prepare_cached("DELETE FROM deliveries WHERE state IN ('done', 'dead') AND finished_at < ?1")?
+                .execute(params![finished_before])?;
+            Ok(OpResult::Count(count))
+        }
+    }
+}
