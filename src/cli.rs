@@ -76,4 +76,16 @@ pub struct SendArgs {
     /// Full endpoint URL [default: http://$WEBHOOKD_LISTEN/webhook].
     #[arg(long)]
     pub url: Option<String>,
+    /// Load mode: send this many deliveries (each with a fresh id) and print figures.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Load mode: senders at once, each over a keep-alive connection.
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: usize,
+    /// Load mode: send for this long (e.g. 10s) instead of a count.
+    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "count")]
+    pub duration: Option<std::time::Duration>,
+    /// Print the load figures as JSON.
+    #[arg(long)]
+    pub json: bool,
 }

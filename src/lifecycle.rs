@@ -1,25 +1,47 @@
 //! Process signals. SIGTERM and SIGINT both start the drain; the sequence
 //! itself is `startup::Application::run_until_stopped`.
+//!
+//! Handlers are installed before the daemon announces itself: a signal that
+//! arrives early must start a drain, not kill the process by default action.
 
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
-/// Resolves at the first SIGTERM or SIGINT.
-pub async fn wait_for_stop_signal() {
-    tokio::select! {
-        () = wait_for(SignalKind::terminate(), "SIGTERM") => {}
-        () = wait_for(SignalKind::interrupt(), "SIGINT") => {}
+/// SIGTERM and SIGINT, listened for from the moment this is built.
+pub struct StopSignals {
+    terminate: Option<Signal>,
+    interrupt: Option<Signal>,
+}
+
+impl StopSignals {
+    /// Installs the handlers now.
+    pub fn install() -> Self {
+        let listen = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(stream) => Some(stream),
+            Err(e) => {
+                tracing::error!(signal = name, error = %e, "cannot listen for this signal");
+                None
+            }
+        };
+        Self {
+            terminate: listen(SignalKind::terminate(), "SIGTERM"),
+            interrupt: listen(SignalKind::interrupt(), "SIGINT"),
+        }
+    }
+
+    /// Resolves at the first SIGTERM or SIGINT.
+    pub async fn wait(mut self) {
+        tokio::select! {
+            () = recv(self.terminate.as_mut()) => tracing::info!(signal = "SIGTERM", "stop requested"),
+            () = recv(self.interrupt.as_mut()) => tracing::info!(signal = "SIGINT", "stop requested"),
+        }
     }
 }
 
-async fn wait_for(kind: SignalKind, name: &'static str) {
-    match signal(kind) {
-        Ok(mut stream) => {
+async fn recv(stream: Option<&mut Signal>) {
+    match stream {
+        Some(stream) => {
             stream.recv().await;
-            tracing::info!(signal = name, "stop requested");
         }
-        Err(e) => {
-            tracing::error!(signal = name, error = %e, "cannot listen for this signal");
-            std::future::pending::<()>().await;
-        }
+        None => std::future::pending::<()>().await,
     }
 }

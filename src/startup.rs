@@ -84,8 +84,9 @@ impl StopReport {
 
 /// Runs the daemon with `handler` until SIGTERM or SIGINT, then drains.
 pub async fn serve_until_signalled(settings: &Settings, handler: Arc<dyn Handler>) -> Result<StopReport, StartError> {
+    let signals = crate::lifecycle::StopSignals::install();
     let app = Application::build(settings, handler).await?;
-    Ok(app.run_until_stopped(crate::lifecycle::wait_for_stop_signal()).await?)
+    Ok(app.run_until_stopped(signals.wait()).await?)
 }
 
 impl Application {
@@ -173,6 +174,9 @@ impl Application {
             result = &mut serving => Some(result),
         };
         pruning.abort();
+        // An aborted task is dropped by the runtime later: wait, so it no
+        // longer holds the store when the store is shut down.
+        let _ = pruning.await;
         if let Some(result) = server_failed {
             readiness.start_draining();
             queue.close();

@@ -19,18 +19,18 @@ pub fn check(env: &Env) -> ExitCode {
         StoreKind::Memory => "memory (volatile: lost if the process dies)".to_owned(),
         StoreKind::Sqlite(path) => format!("sqlite:{} (durable)", path.display()),
     };
-    println!("configuration OK");
-    println!("  listen            {}", s.listen);
-    println!("  webhook secrets   {} configured", s.secrets.len());
-    println!("  GitHub API        {}", s.github.api_url);
-    println!("  GitHub credential {credential}");
-    println!("  workers           {}", s.workers);
-    println!("  store             {store}");
-    println!("  queue capacity    {}", s.queue_capacity);
-    println!("  retention         {}", humantime::format_duration(s.retention));
-    println!("  attempts          {} (backoff from {})", s.max_attempts, humantime::format_duration(s.retry_backoff));
-    println!("  max body          {} bytes", s.max_body);
-    println!("  shutdown timeout  {}", humantime::format_duration(s.shutdown_timeout));
-    println!("  rules             none: deliveries are logged only");
+    out!("configuration OK");
+    out!("  listen            {}", s.listen);
+    out!("  webhook secrets   {} configured", s.secrets.len());
+    out!("  GitHub API        {}", s.github.api_url);
+    out!("  GitHub credential {credential}");
+    out!("  workers           {}", s.workers);
+    out!("  store             {store}");
+    out!("  queue capacity    {}", s.queue_capacity);
+    out!("  retention         {}", humantime::format_duration(s.retention));
+    out!("  attempts          {} (backoff from {})", s.max_attempts, humantime::format_duration(s.retry_backoff));
+    out!("  max body          {} bytes", s.max_body);
+    out!("  shutdown timeout  {}", humantime::format_duration(s.shutdown_timeout));
+    out!("  rules             none: deliveries are logged only");
     ExitCode::SUCCESS
 }

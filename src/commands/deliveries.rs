@@ -12,14 +12,6 @@ use crate::config::{Env, StoreKind, store_from_env};
 use crate::queue::sqlite::admin::{self, Summary};
 use crate::run::{EXIT_CONFIG, EXIT_RUNTIME};
 
-/// `println!` that ignores a closed stdout (`… | head`) instead of panicking.
-macro_rules! out {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
-    }};
-}
-
 /// Longest error text shown in a table cell.
 const MAX_ERROR_CELL: usize = 60;
 

@@ -1,6 +1,14 @@
 //! The one-shot commands of the CLI (`check`, `send`, `deliveries`), each
 //! returning the contract's exit code. `serve` lives in `run`.
 
+/// `println!` that ignores a closed stdout (`… | head`) instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 mod check;
 mod deliveries;
 mod send;

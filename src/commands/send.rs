@@ -2,6 +2,8 @@
 
 use std::process::ExitCode;
 
+use secrecy::SecretString;
+
 use crate::cli::SendArgs;
 use crate::config::Env;
 use crate::run::{EXIT_CONFIG, EXIT_RUNTIME, load_settings, runtime};
@@ -29,10 +31,13 @@ pub fn send(env: &Env, args: &SendArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
+    if args.count.is_some() || args.duration.is_some() {
+        return load(&rt, secret, args, &event, &url);
+    }
     match rt.block_on(send::send_file(secret, &args.file, &event, &url)) {
         Ok(sent) => {
-            println!("delivery {} -> HTTP {}", sent.delivery_id, sent.status);
-            println!("{}", sent.body);
+            out!("delivery {} -> HTTP {}", sent.delivery_id, sent.status);
+            out!("{}", sent.body);
             if (200..300).contains(&sent.status) { ExitCode::SUCCESS } else { ExitCode::from(EXIT_RUNTIME) }
         }
         Err(e) => {
@@ -40,4 +45,50 @@ pub fn send(env: &Env, args: &SendArgs) -> ExitCode {
             ExitCode::from(EXIT_RUNTIME)
         }
     }
+}
+
+/// `send --count N | --duration D`: a load run, with figures.
+fn load(
+    rt: &tokio::runtime::Runtime,
+    secret: &SecretString,
+    args: &SendArgs,
+    event: &EventName,
+    url: &str,
+) -> ExitCode {
+    let body = match std::fs::read(&args.file) {
+        Ok(body) => body,
+        Err(e) => {
+            eprintln!("webhookd: cannot read {}: {e}", args.file.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let plan =
+        send::LoadPlan { count: args.count.unwrap_or(0), concurrency: args.concurrency, duration: args.duration };
+    let report = match rt.block_on(send::load(secret, body, event, url, plan)) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("webhookd: {e:#}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    if args.json {
+        out!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        let l = &report.latency_ms;
+        out!(
+            "sent {} deliveries in {:.2} s with {} senders: {:.0} deliveries/s",
+            report.sent,
+            report.seconds,
+            args.concurrency,
+            report.deliveries_per_second
+        );
+        out!("latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}", l.p50, l.p90, l.p99, l.max);
+        let statuses: Vec<String> = report.status.iter().map(|(code, n)| format!("{code}: {n}")).collect();
+        out!(
+            "answers: {}{}",
+            statuses.join(", "),
+            if report.errors > 0 { format!(", no answer: {}", report.errors) } else { String::new() }
+        );
+    }
+    if report.all_accepted() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_RUNTIME) }
 }

@@ -57,7 +57,13 @@ fn env_file_error(path: &Path, err: dotenvy::Error) -> ConfigError {
     // dotenvy's messages quote the offending line, which may hold a secret:
     // report only where the problem is.
     let reason = match err {
-        dotenvy::Error::LineParse(_, index) => format!("cannot parse the line at byte {index}"),
+        dotenvy::Error::LineParse(line, index) => {
+            let number = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|text| text.lines().position(|l| l.trim_end() == line.trim_end()))
+                .map_or_else(String::new, |n| format!("line {}, ", n + 1));
+            format!("{number}column {}: expected NAME=value (quote values with spaces or '#')", index + 1)
+        }
         dotenvy::Error::Io(e) => e.to_string(),
         _ => "cannot read this env file".to_owned(),
     };
@@ -95,7 +101,7 @@ mod tests {
         let path = dir.path().join("bad.env");
         std::fs::write(&path, "GOOD=1\nthis is 'not valid s3cr3t\n").expect("write");
         let err = Env::load(Some(&path)).err().expect("bad file fails").to_string();
-        assert!(err.contains("bad.env"), "{err}");
+        assert!(err.contains("bad.env") && err.contains("line 2"), "{err}");
         assert!(!err.contains("s3cr3t"), "{err}");
     }
 }

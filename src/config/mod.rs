@@ -165,7 +165,7 @@ impl Settings {
         let shutdown_timeout = keep(e, parse_seconds(env, "WEBHOOKD_SHUTDOWN_TIMEOUT", Duration::from_secs(30)));
         let rules = keep(e, parse_rules(env));
         let log_format = keep(e, parse_log_format(env));
-        let log_filter = env.get("RUST_LOG").unwrap_or("info").to_owned();
+        let log_filter = keep(e, parse_log_filter(env));
 
         let (
             Some(listen),
@@ -184,6 +184,7 @@ impl Settings {
             Some(shutdown_timeout),
             Some(rules),
             Some(log_format),
+            Some(log_filter),
         ) = (
             listen,
             secrets,
@@ -201,6 +202,7 @@ impl Settings {
             shutdown_timeout,
             rules,
             log_format,
+            log_filter,
         )
         else {
             return Err(ConfigErrors(errors));
@@ -266,12 +268,13 @@ fn parse_api_url(env: &Env) -> Result<Url, ConfigError> {
 
 fn read_credential(env: &Env) -> Result<Option<GitHubCredential>, ConfigError> {
     let token = secrets::read_one(env, "WEBHOOKD_GITHUB_TOKEN", "WEBHOOKD_GITHUB_TOKEN_FILE")?;
-    let app = env.get("WEBHOOKD_GITHUB_APP_ID").or(env.get("WEBHOOKD_GITHUB_APP_KEY_FILE"));
-    if app.is_some() {
-        return Err(ConfigError::invalid(
-            "WEBHOOKD_GITHUB_APP_ID",
-            "GitHub App authentication is not available in this version; use WEBHOOKD_GITHUB_TOKEN",
-        ));
+    for var in ["WEBHOOKD_GITHUB_APP_ID", "WEBHOOKD_GITHUB_APP_KEY_FILE"] {
+        if env.get(var).is_some() {
+            return Err(ConfigError::invalid(
+                var,
+                "GitHub App authentication is not available in this version; use WEBHOOKD_GITHUB_TOKEN",
+            ));
+        }
     }
     Ok(token.map(GitHubCredential::Token))
 }
@@ -296,6 +299,13 @@ fn parse_rules(env: &Env) -> Result<Option<PathBuf>, ConfigError> {
             format!("rules files are not supported by this version yet (got {path:?}); unset it to log deliveries"),
         )),
     }
+}
+
+fn parse_log_filter(env: &Env) -> Result<String, ConfigError> {
+    let filter = env.get("RUST_LOG").unwrap_or("info");
+    tracing_subscriber::EnvFilter::try_new(filter)
+        .map_err(|e| ConfigError::invalid("RUST_LOG", format!("invalid log filter {filter:?}: {e}")))?;
+    Ok(filter.to_owned())
 }
 
 fn parse_log_format(env: &Env) -> Result<LogFormat, ConfigError> {
@@ -409,6 +419,7 @@ mod tests {
             ("WEBHOOKD_LOG_FORMAT", "xml"),
             ("WEBHOOKD_STORE", "postgres://db"),
             ("WEBHOOKD_RETRY_BACKOFF", "later"),
+            ("RUST_LOG", "info,[[["),
         ]))
         .expect_err("invalid")
         .to_string();
@@ -425,6 +436,7 @@ mod tests {
             "WEBHOOKD_LOG_FORMAT",
             "WEBHOOKD_STORE",
             "WEBHOOKD_RETRY_BACKOFF",
+            "RUST_LOG",
         ] {
             assert!(err.lines().any(|l| l.starts_with(&format!("{var}:"))), "{var} missing from:\n{err}");
         }

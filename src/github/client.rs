@@ -122,16 +122,22 @@ impl GitHub {
         };
         let status = response.status();
         self.metrics.github_requests.with_label_values(&[method.as_str(), status.as_str()]).inc();
+        let quota_spent = response.headers().get("x-ratelimit-remaining").is_some_and(|v| v.as_bytes() == b"0");
+        let retry_after = response.headers().contains_key(reqwest::header::RETRY_AFTER);
         let body = response.bytes().await.map_err(transport)?;
         tracing::debug!(%method, path, status = status.as_u16(), "GitHub call");
         if status.is_success() {
             Ok(Reply::Sent(GitHubResponse { status, body }))
         } else {
+            let message = error_message(&body);
+            let rate_limited = matches!(status.as_u16(), 403 | 429)
+                && (quota_spent || retry_after || message.to_ascii_lowercase().contains("rate limit"));
             Err(GitHubError::Status {
                 method: method.to_string(),
                 path: path.to_owned(),
                 status,
-                message: error_message(&body),
+                message,
+                rate_limited,
             })
         }
     }

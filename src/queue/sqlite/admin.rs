@@ -87,7 +87,8 @@ pub fn list(
 
 pub fn show(conn: &Connection, delivery_id: &str) -> Result<Option<Detail>, StoreError> {
     let sql = format!(
-        "SELECT {SUMMARY_COLUMNS}, hook_id, target_type, target_id, content_kind, finished_at, body
+        "SELECT {SUMMARY_COLUMNS}, hook_id, target_type, target_id, content_kind, finished_at,
+                (SELECT body FROM bodies WHERE bodies.seq = deliveries.seq)
          FROM deliveries WHERE delivery_id = ?1"
     );
     conn.query_row(&sql, params![delivery_id], |r| {
@@ -139,8 +140,10 @@ pub fn replay_state(conn: &Connection, state: &str) -> Result<usize, StoreError>
 /// Deletes finished (done or dead) deliveries older than `retention`.
 pub fn prune(conn: &Connection, retention: Duration) -> Result<usize, StoreError> {
     let before = now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-    conn.execute("DELETE FROM deliveries WHERE state IN ('done', 'dead') AND finished_at < ?1", params![before])
-        .map_err(write)
+    let tx = conn.unchecked_transaction().map_err(write)?;
+    let pruned = super::prune_finished(&tx, before).map_err(write)?;
+    tx.commit().map_err(write)?;
+    Ok(pruned)
 }
 
 /// How many deliveries are in each state.

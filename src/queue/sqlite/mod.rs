@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use bytes::Bytes;
 use nix::fcntl::{Flock, FlockArg};
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, params};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::{Abandoned, DeliveryQueue, EnqueueError, Enqueued, Outcome, Settled, StateCounts};
@@ -116,7 +116,8 @@ pub struct SqliteQueue {
     shared: Arc<Shared>,
     options: SqliteOptions,
     closed: AtomicBool,
-    _lock: Flock<File>,
+    /// Held while this process owns the database; released by `shutdown`.
+    lock: Mutex<Option<Flock<File>>>,
 }
 
 impl SqliteQueue {
@@ -174,7 +175,7 @@ impl SqliteQueue {
             shared,
             options,
             closed: AtomicBool::new(false),
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
         })
     }
 
@@ -370,6 +371,12 @@ impl DeliveryQueue for SqliteQueue {
                 tracing::error!("the store writer thread failed");
             }
         }
+        // Everything is committed: another process may own the database now.
+        if let Some(lock) = self.lock.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            if let Err((_, e)) = lock.unlock() {
+                tracing::warn!(error = %e, "releasing the store lock failed; it goes with the process");
+            }
+        }
     }
 
     fn describe(&self) -> String {
@@ -447,6 +454,15 @@ fn restore(row: StoredRow) -> Result<Delivery, (String, String)> {
     delivery.received_at = received_at;
     delivery.attempt = row.attempts;
     Ok(delivery)
+}
+
+/// Deletes finished (done or dead) deliveries, with their bodies, that
+/// finished before `finished_before`; returns how many.
+pub(crate) fn prune_finished(conn: &Connection, finished_before: i64) -> rusqlite::Result<usize> {
+    const FINISHED: &str = "state IN ('done', 'dead') AND finished_at < ?1";
+    conn.prepare_cached(&format!("DELETE FROM bodies WHERE seq IN (SELECT seq FROM deliveries WHERE {FINISHED})"))?
+        .execute(params![finished_before])?;
+    conn.prepare_cached(&format!("DELETE FROM deliveries WHERE {FINISHED}"))?.execute(params![finished_before])
 }
 
 pub(crate) fn now_ms() -> i64 {

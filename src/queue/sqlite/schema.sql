@@ -1,5 +1,7 @@
 -- One row per accepted delivery. delivery_id is UNIQUE: that is the
 -- deduplication, and it survives restarts. Times are Unix milliseconds.
+-- Bodies live in a table of their own: a row's state changes (claim, outcome)
+-- then rewrite a few dozen bytes, not the whole payload.
 CREATE TABLE IF NOT EXISTS deliveries (
     seq             INTEGER PRIMARY KEY AUTOINCREMENT,
     delivery_id     TEXT    NOT NULL UNIQUE,
@@ -9,7 +11,6 @@ CREATE TABLE IF NOT EXISTS deliveries (
     target_type     TEXT,
     target_id       TEXT,
     content_kind    TEXT    NOT NULL,          -- json | form
-    body            BLOB    NOT NULL,          -- exactly as received and signed
     received_at     INTEGER NOT NULL,
     state           TEXT    NOT NULL,          -- queued | running | done | dead
     attempts        INTEGER NOT NULL DEFAULT 0,
@@ -18,5 +19,10 @@ CREATE TABLE IF NOT EXISTS deliveries (
     last_error      TEXT,
     finished_at     INTEGER
 );
+CREATE TABLE IF NOT EXISTS bodies (
+    seq  INTEGER PRIMARY KEY,                  -- deliveries.seq
+    body BLOB    NOT NULL                      -- exactly as received and signed
+);
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt_at, seq);
 CREATE INDEX IF NOT EXISTS deliveries_finished ON deliveries (finished_at) WHERE finished_at IS NOT NULL;
+PRAGMA user_version = 1;

@@ -129,23 +129,27 @@ fn apply_batch(conn: &mut Connection, batch: &[Command]) -> rusqlite::Result<Vec
 fn apply(conn: &Connection, op: &Op) -> rusqlite::Result<OpResult> {
     match op {
         Op::Insert(row) => {
-            let inserted = conn.prepare_cached(
-                "INSERT INTO deliveries (delivery_id, event, action, hook_id, target_type, target_id, content_kind, body,
-                                         received_at, state, attempts, next_attempt_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', 0, ?9)
-                 ON CONFLICT (delivery_id) DO NOTHING",
-            )?
-            .execute(params![
-                row.delivery_id,
-                row.event,
-                row.action,
-                row.hook_id,
-                row.target_type,
-                row.target_id,
-                row.content_kind,
-                &row.body[..],
-                row.received_at
-            ])?;
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT INTO deliveries (delivery_id, event, action, hook_id, target_type, target_id, content_kind,
+                                             received_at, state, attempts, next_attempt_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', 0, ?8)
+                     ON CONFLICT (delivery_id) DO NOTHING",
+                )?
+                .execute(params![
+                    row.delivery_id,
+                    row.event,
+                    row.action,
+                    row.hook_id,
+                    row.target_type,
+                    row.target_id,
+                    row.content_kind,
+                    row.received_at
+                ])?;
+            if inserted == 1 {
+                conn.prepare_cached("INSERT INTO bodies (seq, body) VALUES (?1, ?2)")?
+                    .execute(params![conn.last_insert_rowid(), &row.body[..]])?;
+            }
             Ok(OpResult::Inserted(inserted == 1))
         }
         Op::Claim { now, lease_until } => {
@@ -154,8 +158,8 @@ fn apply(conn: &Connection, op: &Op) -> rusqlite::Result<OpResult> {
                     "UPDATE deliveries SET state = 'running', attempts = attempts + 1, lease_until = ?2
                      WHERE seq = (SELECT seq FROM deliveries WHERE state = 'queued' AND next_attempt_at <= ?1
                                   ORDER BY next_attempt_at, seq LIMIT 1)
-                     RETURNING delivery_id, event, hook_id, target_type, target_id, content_kind, body,
-                               received_at, attempts",
+                     RETURNING delivery_id, event, hook_id, target_type, target_id, content_kind,
+                               (SELECT body FROM bodies WHERE bodies.seq = deliveries.seq), received_at, attempts",
                 )?
                 .query_row(params![now, lease_until], |r| {
                     Ok(StoredRow {
@@ -206,11 +210,6 @@ fn apply(conn: &Connection, op: &Op) -> rusqlite::Result<OpResult> {
             }
             Ok(OpResult::Count(count))
         }
-        Op::Prune { finished_before } => {
-            let count = conn
-                .prepare_cached("DELETE FROM deliveries WHERE state IN ('done', 'dead') AND finished_at < ?1")?
-                .execute(params![finished_before])?;
-            Ok(OpResult::Count(count))
-        }
+        Op::Prune { finished_before } => Ok(OpResult::Count(super::prune_finished(conn, *finished_before)?)),
     }
 }
