@@ -12,13 +12,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use async_trait::async_trait;
 use serde_json::json;
-use webhookd::{Delivery, GitHub, Handler, HandlerError};
+use webhookd::{Delivery, GitHubApi, Handler, HandlerError};
 
 struct CommentOnNewIssues;
 
 #[async_trait]
 impl Handler for CommentOnNewIssues {
-    async fn handle(&self, delivery: &Delivery, github: &GitHub) -> Result<(), HandlerError> {
+    async fn handle(&self, delivery: &Delivery, github: &GitHubApi<'_>) -> Result<(), HandlerError> {
         if delivery.kind() != "issues.opened" {
             return Ok(());
         }

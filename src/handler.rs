@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 
 use crate::delivery::Delivery;
-use crate::github::{GitHub, GitHubError};
+use crate::github::{GitHubApi, GitHubError};
 
 /// Why a handler failed, and whether trying again later could help.
 #[derive(Debug, thiserror::Error)]
@@ -44,9 +44,11 @@ impl From<crate::delivery::PayloadError> for HandlerError {
 
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
-    /// Processes one delivery. Runs inside a span naming the delivery; a panic
-    /// is caught, logged and counted, and the worker goes on.
-    async fn handle(&self, delivery: &Delivery, github: &GitHub) -> Result<(), HandlerError>;
+    /// Processes one delivery. `github` is the process's shared client as seen
+    /// from this delivery (its App installation). Runs inside a span naming
+    /// the delivery; a panic is caught, logged and counted, and the worker
+    /// goes on.
+    async fn handle(&self, delivery: &Delivery, github: &GitHubApi<'_>) -> Result<(), HandlerError>;
 }
 
 /// The default handler until rules are configured: logs each delivery.
@@ -55,7 +57,7 @@ pub struct LogHandler;
 
 #[async_trait]
 impl Handler for LogHandler {
-    async fn handle(&self, delivery: &Delivery, _github: &GitHub) -> Result<(), HandlerError> {
+    async fn handle(&self, delivery: &Delivery, _github: &GitHubApi<'_>) -> Result<(), HandlerError> {
         tracing::info!(
             bytes = delivery.raw.len(),
             sender = delivery.routing.sender.as_deref(),

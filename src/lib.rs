@@ -27,6 +27,6 @@ pub mod webhook;
 pub mod worker;
 
 pub use delivery::Delivery;
-pub use github::GitHub;
+pub use github::{GitHub, GitHubApi};
 pub use handler::{Handler, HandlerError, LogHandler};
 pub use startup::Application;

@@ -93,8 +93,8 @@ async fn process(ctx: &WorkerContext, delivery: &Delivery) {
     );
     let started = Instant::now();
     ctx.metrics.deliveries_in_flight.inc();
-    let result =
-        AssertUnwindSafe(ctx.handler.handle(delivery, &ctx.github)).catch_unwind().instrument(span.clone()).await;
+    let github = ctx.github.for_installation(delivery.routing.installation_id);
+    let result = AssertUnwindSafe(ctx.handler.handle(delivery, &github)).catch_unwind().instrument(span.clone()).await;
     ctx.metrics.deliveries_in_flight.dec();
     let event = delivery.event().as_str();
     ctx.metrics.observe_processing(event, started.elapsed().as_secs_f64());

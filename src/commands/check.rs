@@ -12,8 +12,9 @@ pub fn check(env: &Env) -> ExitCode {
         Err(code) => return code,
     };
     let credential = match &s.github.credential {
-        Some(GitHubCredential::Token(_)) => "token",
-        None => "none (dry run: calls are logged, not sent)",
+        Some(GitHubCredential::Token(_)) => "token".to_owned(),
+        Some(GitHubCredential::App { app_id, .. }) => format!("GitHub App {app_id} (installation tokens)"),
+        None => "none (dry run: calls are logged, not sent)".to_owned(),
     };
     let store = match &s.store {
         StoreKind::Memory => "memory (volatile: lost if the process dies)".to_owned(),
@@ -24,6 +25,12 @@ pub fn check(env: &Env) -> ExitCode {
     out!("  webhook secrets   {} configured", s.secrets.len());
     out!("  GitHub API        {}", s.github.api_url);
     out!("  GitHub credential {credential}");
+    out!(
+        "  GitHub pacing     {} in flight, writes {} apart, timeout {}",
+        s.github.concurrency,
+        humantime::format_duration(s.github.write_interval),
+        humantime::format_duration(s.github.request_timeout)
+    );
     out!("  workers           {}", s.workers);
     out!("  store             {store}");
     out!("  queue capacity    {}", s.queue_capacity);

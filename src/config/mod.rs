@@ -64,12 +64,16 @@ impl std::error::Error for ConfigErrors {}
 pub enum GitHubCredential {
     /// A personal access token or any bearer token.
     Token(SecretString),
+    /// A GitHub App: JWTs signed with its private key, exchanged for
+    /// installation tokens.
+    App { app_id: u64, key: jsonwebtoken::EncodingKey },
 }
 
 impl fmt::Debug for GitHubCredential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Token(_) => f.write_str("Token([REDACTED])"),
+            Self::App { app_id, .. } => write!(f, "App {{ app_id: {app_id}, key: [REDACTED] }}"),
         }
     }
 }
@@ -81,6 +85,26 @@ pub struct GitHubSettings {
     pub credential: Option<GitHubCredential>,
     pub concurrency: usize,
     pub write_interval: Duration,
+    /// How long one request may take, answer included.
+    pub request_timeout: Duration,
+    pub retry: ClientRetry,
+}
+
+/// How the client retries one request before the delivery's own retry takes over.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientRetry {
+    /// Tries of one request, the first included.
+    pub attempts: u32,
+    /// Backoff step of the first retry; doubles each time, full jitter.
+    pub base: Duration,
+    /// Time one request may spend retrying and waiting on rate limits, in all.
+    pub budget: Duration,
+}
+
+impl Default for ClientRetry {
+    fn default() -> Self {
+        Self { attempts: 4, base: Duration::from_millis(500), budget: Duration::from_secs(30) }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +175,7 @@ impl Settings {
             }),
         );
         let write_interval = keep(e, parse_duration(env, "WEBHOOKD_GITHUB_WRITE_INTERVAL", Duration::from_secs(1)));
+        let request_timeout = keep(e, parse_duration(env, "WEBHOOKD_GITHUB_TIMEOUT", Duration::from_secs(30)));
         let workers = keep(e, parse_positive(env, "WEBHOOKD_WORKERS", default_workers()));
         let store = keep(e, parse_store(env));
         let default_capacity = match &store {
@@ -174,6 +199,7 @@ impl Settings {
             Some(api_url),
             Some(concurrency),
             Some(write_interval),
+            Some(request_timeout),
             Some(workers),
             Some(store),
             Some(queue_capacity),
@@ -192,6 +218,7 @@ impl Settings {
             api_url,
             concurrency,
             write_interval,
+            request_timeout,
             workers,
             store,
             queue_capacity,
@@ -210,7 +237,14 @@ impl Settings {
         Ok(Self {
             listen,
             secrets,
-            github: GitHubSettings { api_url, credential, concurrency, write_interval },
+            github: GitHubSettings {
+                api_url,
+                credential,
+                concurrency,
+                write_interval,
+                request_timeout,
+                retry: ClientRetry::default(),
+            },
             workers,
             queue_capacity,
             store,
@@ -268,15 +302,40 @@ fn parse_api_url(env: &Env) -> Result<Url, ConfigError> {
 
 fn read_credential(env: &Env) -> Result<Option<GitHubCredential>, ConfigError> {
     let token = secrets::read_one(env, "WEBHOOKD_GITHUB_TOKEN", "WEBHOOKD_GITHUB_TOKEN_FILE")?;
-    for var in ["WEBHOOKD_GITHUB_APP_ID", "WEBHOOKD_GITHUB_APP_KEY_FILE"] {
-        if env.get(var).is_some() {
-            return Err(ConfigError::invalid(
-                var,
-                "GitHub App authentication is not available in this version; use WEBHOOKD_GITHUB_TOKEN",
-            ));
+    let app_id = env.get("WEBHOOKD_GITHUB_APP_ID");
+    let key_file = env.get("WEBHOOKD_GITHUB_APP_KEY_FILE");
+    match (token, app_id, key_file) {
+        (token, None, None) => Ok(token.map(GitHubCredential::Token)),
+        (Some(_), _, _) => Err(ConfigError::invalid(
+            "WEBHOOKD_GITHUB_APP_ID",
+            "set either a token (WEBHOOKD_GITHUB_TOKEN) or a GitHub App (WEBHOOKD_GITHUB_APP_ID and _KEY_FILE), not both",
+        )),
+        (None, Some(_), None) => Err(ConfigError::invalid(
+            "WEBHOOKD_GITHUB_APP_KEY_FILE",
+            "required with WEBHOOKD_GITHUB_APP_ID: the App's private key (PEM)",
+        )),
+        (None, None, Some(_)) => Err(ConfigError::invalid(
+            "WEBHOOKD_GITHUB_APP_ID",
+            "required with WEBHOOKD_GITHUB_APP_KEY_FILE: the App's numeric id",
+        )),
+        (None, Some(id), Some(path)) => {
+            let app_id = id.trim().parse::<u64>().map_err(|_| {
+                ConfigError::invalid("WEBHOOKD_GITHUB_APP_ID", format!("expected the App's numeric id, got {id:?}"))
+            })?;
+            let pem = secrets::read_file(env, "WEBHOOKD_GITHUB_APP_KEY_FILE", path)?;
+            let key = jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|_| {
+                let shown = secrets::resolve(env, std::path::Path::new(path));
+                ConfigError::invalid(
+                    "WEBHOOKD_GITHUB_APP_KEY_FILE",
+                    format!(
+                        "{}: not an RSA private key in PEM form (download one from the App's settings)",
+                        shown.display()
+                    ),
+                )
+            })?;
+            Ok(Some(GitHubCredential::App { app_id, key }))
         }
     }
-    Ok(token.map(GitHubCredential::Token))
 }
 
 fn parse_store(env: &Env) -> Result<StoreKind, ConfigError> {
@@ -419,6 +478,7 @@ mod tests {
             ("WEBHOOKD_LOG_FORMAT", "xml"),
             ("WEBHOOKD_STORE", "postgres://db"),
             ("WEBHOOKD_RETRY_BACKOFF", "later"),
+            ("WEBHOOKD_GITHUB_TIMEOUT", "never"),
             ("RUST_LOG", "info,[[["),
         ]))
         .expect_err("invalid")
@@ -436,6 +496,7 @@ mod tests {
             "WEBHOOKD_LOG_FORMAT",
             "WEBHOOKD_STORE",
             "WEBHOOKD_RETRY_BACKOFF",
+            "WEBHOOKD_GITHUB_TIMEOUT",
             "RUST_LOG",
         ] {
             assert!(err.lines().any(|l| l.starts_with(&format!("{var}:"))), "{var} missing from:\n{err}");
@@ -454,6 +515,36 @@ mod tests {
         assert_eq!(s.shutdown_timeout, Duration::from_secs(5));
         assert_eq!(s.retention, Duration::from_secs(2 * 86_400));
         assert_eq!(s.github.write_interval, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn app_settings_are_checked_and_a_bad_key_file_is_named() {
+        let dir = tempfile::tempdir().expect("dir");
+        let key = dir.path().join("app.pem");
+        std::fs::write(&key, "-----BEGIN RSA PRIVATE KEY-----\nnot a key\n-----END RSA PRIVATE KEY-----\n")
+            .expect("write");
+        let key = key.to_str().expect("utf8");
+        let err = Settings::from_env(&env(&[
+            ("WEBHOOKD_SECRET", "s"),
+            ("WEBHOOKD_GITHUB_APP_ID", "42"),
+            ("WEBHOOKD_GITHUB_APP_KEY_FILE", key),
+        ]))
+        .expect_err("bad key")
+        .to_string();
+        assert!(err.starts_with("WEBHOOKD_GITHUB_APP_KEY_FILE:") && err.contains(key), "{err}");
+
+        let err = Settings::from_env(&env(&[("WEBHOOKD_SECRET", "s"), ("WEBHOOKD_GITHUB_APP_ID", "42")]))
+            .expect_err("no key")
+            .to_string();
+        assert!(err.starts_with("WEBHOOKD_GITHUB_APP_KEY_FILE:"), "{err}");
+        let err = Settings::from_env(&env(&[
+            ("WEBHOOKD_SECRET", "s"),
+            ("WEBHOOKD_GITHUB_APP_ID", "forty-two"),
+            ("WEBHOOKD_GITHUB_APP_KEY_FILE", key),
+        ]))
+        .expect_err("bad id")
+        .to_string();
+        assert!(err.starts_with("WEBHOOKD_GITHUB_APP_ID:"), "{err}");
     }
 
     #[test]

@@ -1,25 +1,38 @@
-//! The `GitHub` type: one `reqwest::Client` plus the API base URL and the
-//! credential. Every request carries the headers GitHub asks for. Without a
-//! credential it runs dry: each call is logged and none is sent.
+//! The `GitHub` type: the process's one `reqwest::Client` with the API base
+//! URL, the credential, per-credential limits and the ETag cache. Handlers
+//! get a `GitHubApi`: the same client seen from one delivery (its App
+//! installation). Every request carries the headers GitHub asks for. Without
+//! a credential it runs dry: each call is logged and none is sent.
+//!
+//! Retries: connection failures, timeouts and 502/503/504 are retried with
+//! exponential backoff and full jitter, within `ClientRetry`'s attempts and
+//! time budget; other 4xx are final. A write whose first try may have reached
+//! GitHub (timeout, 5xx) is retried only when it is idempotent (GET, PUT,
+//! PATCH, DELETE, or a POST the caller marks idempotent); a refused connection
+//! reached nobody and is always retried. Rate limits pause the credential and
+//! the request goes again after the pause if the budget allows.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, USER_AGENT};
+use futures::Stream;
+use reqwest::header::{ACCEPT, AUTHORIZATION, ETAG, HeaderMap, HeaderValue, IF_NONE_MATCH, LINK, USER_AGENT};
 use reqwest::{Method, StatusCode};
 use secrecy::ExposeSecret;
 use serde_json::Value;
 use url::Url;
 
+use super::auth::{AppAuth, Auth, CredentialKey, bearer};
+use super::etag::EtagCache;
+use super::limits::Limiter;
 use super::{API_VERSION, GitHubError};
-use crate::config::{GitHubCredential, GitHubSettings};
+use crate::config::{ClientRetry, GitHubCredential, GitHubSettings};
 use crate::telemetry::metrics::Metrics;
 
 /// How long establishing a connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a whole request may take, answer included.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an unused pooled connection is kept open.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Longest error message kept from a GitHub answer.
@@ -28,16 +41,25 @@ const MAX_ERROR_MESSAGE_CHARS: usize = 300;
 pub struct GitHub {
     http: reqwest::Client,
     api_url: Url,
-    /// `Authorization` header value, marked sensitive; `None` means dry run.
-    authorization: Option<HeaderValue>,
+    /// `None` means dry run.
+    auth: Option<Auth>,
+    limits: Mutex<HashMap<CredentialKey, Arc<Limiter>>>,
+    etags: EtagCache,
+    concurrency: usize,
+    write_interval: Duration,
+    retry: ClientRetry,
     metrics: Arc<Metrics>,
 }
 
-/// A GitHub answer with a 2xx status.
+/// A GitHub answer with a 2xx status (or a 304 served from the cache).
 #[derive(Debug)]
 pub struct GitHubResponse {
     pub status: StatusCode,
     pub body: Bytes,
+    /// Served from the ETag cache after a `304 Not Modified`.
+    pub from_cache: bool,
+    /// The `rel="next"` page, from the `Link` header.
+    pub next: Option<String>,
 }
 
 impl GitHubResponse {
@@ -54,9 +76,33 @@ pub enum Reply {
     DryRun,
 }
 
+/// One request.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    pub method: Method,
+    pub path: &'a str,
+    pub body: Option<&'a Value>,
+    /// Safe to send twice (the second has no further effect). GET, HEAD, PUT,
+    /// PATCH and DELETE are; a POST only when the caller says so.
+    pub idempotent: bool,
+}
+
+impl<'a> Request<'a> {
+    pub fn new(method: Method, path: &'a str, body: Option<&'a Value>) -> Self {
+        let idempotent = method != Method::POST;
+        Self { method, path, body, idempotent }
+    }
+
+    /// Marks a POST as safe to repeat (adding labels, requesting reviewers).
+    pub fn idempotent(mut self) -> Self {
+        self.idempotent = true;
+        self
+    }
+}
+
 impl GitHub {
     /// Builds the process's one HTTP client.
-    pub fn new(settings: &GitHubSettings, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+    pub fn new(settings: &GitHubSettings, metrics: Arc<Metrics>) -> Result<Self, GitHubError> {
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static(super::ACCEPT));
         headers.insert("X-GitHub-Api-Version", HeaderValue::from_static(API_VERSION));
@@ -64,90 +110,367 @@ impl GitHub {
         let http = reqwest::Client::builder()
             .default_headers(headers)
             .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
+            .timeout(settings.request_timeout)
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build()?;
-        let authorization = match &settings.credential {
+            .build()
+            .map_err(|e| GitHubError::Auth(format!("building the HTTP client failed: {e}")))?;
+        let auth = match &settings.credential {
             None => None,
-            Some(GitHubCredential::Token(token)) => {
-                let mut value = HeaderValue::try_from(format!("Bearer {}", token.expose_secret())).map_err(|_| {
-                    anyhow::anyhow!("WEBHOOKD_GITHUB_TOKEN: contains characters not allowed in an HTTP header")
-                })?;
-                value.set_sensitive(true);
-                Some(value)
-            }
+            Some(GitHubCredential::Token(token)) => Some(Auth::Token(bearer(token.expose_secret())?)),
+            Some(GitHubCredential::App { app_id, key }) => Some(Auth::App(AppAuth::new(*app_id, key.clone()))),
         };
-        Ok(Self { http, api_url: settings.api_url.clone(), authorization, metrics })
+        Ok(Self {
+            http,
+            api_url: settings.api_url.clone(),
+            auth,
+            limits: Mutex::new(HashMap::new()),
+            etags: EtagCache::default(),
+            concurrency: settings.concurrency,
+            write_interval: settings.write_interval,
+            retry: settings.retry,
+            metrics,
+        })
     }
 
     /// True when no credential is configured and calls are only logged.
     pub fn is_dry_run(&self) -> bool {
-        self.authorization.is_none()
+        self.auth.is_none()
     }
 
-    pub async fn get(&self, path: &str) -> Result<Reply, GitHubError> {
-        self.request(Method::GET, path, None).await
+    /// The client as seen from a delivery of this App installation (ignored
+    /// with token authentication).
+    pub fn for_installation(&self, installation: Option<u64>) -> GitHubApi<'_> {
+        GitHubApi { github: self, installation }
     }
 
-    pub async fn post(&self, path: &str, body: &Value) -> Result<Reply, GitHubError> {
-        self.request(Method::POST, path, Some(body)).await
+    /// The limiter of a credential, created on first use.
+    fn limiter(&self, credential: &CredentialKey) -> Arc<Limiter> {
+        self.limits
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(credential.clone())
+            .or_insert_with(|| Arc::new(Limiter::new(self.concurrency, self.write_interval)))
+            .clone()
     }
 
-    /// Sends one request to `path` (such as `/repos/o/r/issues/1/comments`),
-    /// relative to the configured API URL.
-    pub async fn request(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Reply, GitHubError> {
-        if !path.starts_with('/') {
-            return Err(GitHubError::InvalidPath(path.to_owned()));
+    /// The credential and `Authorization` value for a request.
+    async fn authorize(
+        &self,
+        auth: &Auth,
+        installation: Option<u64>,
+        rejected: Option<&HeaderValue>,
+    ) -> Result<(CredentialKey, HeaderValue), GitHubError> {
+        match auth {
+            Auth::Token(header) => Ok((CredentialKey::Token, header.clone())),
+            Auth::App(app) => {
+                let id = installation.ok_or(GitHubError::NoInstallation)?;
+                let header = app.installation_token(&self.http, &self.api_url, id, rejected).await?;
+                Ok((CredentialKey::Installation(id), header))
+            }
         }
-        let Some(authorization) = &self.authorization else {
+    }
+
+    async fn send(&self, request: &Request<'_>, installation: Option<u64>) -> Result<Reply, GitHubError> {
+        let Request { method, path, body, idempotent } = request;
+        let path = self.relative_path(path)?;
+        let Some(auth) = &self.auth else {
             tracing::info!(%method, path, body = body.map(|b| b.to_string()), "dry run: GitHub call not sent (no credential configured)");
             return Ok(Reply::DryRun);
         };
-        let url = format!("{}{}", self.api_url.as_str().trim_end_matches('/'), path);
-        let mut request = self.http.request(method.clone(), url).header(AUTHORIZATION, authorization.clone());
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let transport = |source: reqwest::Error| GitHubError::Transport {
-            method: method.to_string(),
-            path: path.to_owned(),
-            source: source.without_url(),
-        };
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(e) => {
-                self.metrics.github_requests.with_label_values(&[method.as_str(), "error"]).inc();
-                return Err(transport(e));
+        let route = route_template(&path);
+        let started = Instant::now();
+        let write = !matches!(*method, Method::GET | Method::HEAD);
+        let mut rejected: Option<HeaderValue> = None;
+        let mut renewed = false;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let (credential, authorization) = self.authorize(auth, installation, rejected.as_ref()).await?;
+            let limiter = self.limiter(&credential);
+            let permit = limiter.acquire(write).await;
+            let url = format!("{}{}", self.api_url.as_str().trim_end_matches('/'), path);
+            let mut builder = self.http.request(method.clone(), url).header(AUTHORIZATION, authorization.clone());
+            let cached = if *method == Method::GET { self.etags.get(&credential, &path) } else { None };
+            if let Some((etag, _)) = &cached {
+                builder = builder.header(IF_NONE_MATCH, etag.clone());
             }
-        };
-        let status = response.status();
-        self.metrics.github_requests.with_label_values(&[method.as_str(), status.as_str()]).inc();
-        let quota_spent = response.headers().get("x-ratelimit-remaining").is_some_and(|v| v.as_bytes() == b"0");
-        let retry_after = response.headers().contains_key(reqwest::header::RETRY_AFTER);
-        let body = response.bytes().await.map_err(transport)?;
-        tracing::debug!(%method, path, status = status.as_u16(), "GitHub call");
-        if status.is_success() {
-            Ok(Reply::Sent(GitHubResponse { status, body }))
-        } else {
-            let message = error_message(&body);
-            let rate_limited = matches!(status.as_u16(), 403 | 429)
-                && (quota_spent || retry_after || message.to_ascii_lowercase().contains("rate limit"));
-            Err(GitHubError::Status {
-                method: method.to_string(),
-                path: path.to_owned(),
-                status,
-                message,
-                rate_limited,
-            })
+            if let Some(body) = body {
+                builder = builder.json(body);
+            }
+            let result = builder.send().await;
+            drop(permit);
+            let failure = match result {
+                Err(e) => {
+                    self.count(method, &route, "error");
+                    // A refused connection reached nobody; anything later may have.
+                    let retry = (e.is_connect() || *idempotent) && !e.is_builder();
+                    (
+                        retry,
+                        GitHubError::Transport {
+                            method: method.to_string(),
+                            path: path.clone(),
+                            source: e.without_url(),
+                        },
+                    )
+                }
+                Ok(response) => {
+                    let status = response.status();
+                    self.count(method, &route, status.as_str());
+                    let headers = response.headers().clone();
+                    let next = next_link(&headers);
+                    let body = response.bytes().await.map_err(|e| GitHubError::Transport {
+                        method: method.to_string(),
+                        path: path.clone(),
+                        source: e.without_url(),
+                    })?;
+                    let message = if status.is_success() { String::new() } else { error_message(&body) };
+                    let pause = limiter.observe(status, &headers, &message);
+                    if let Some(remaining) = limiter.remaining() {
+                        self.metrics
+                            .github_rate_limit_remaining
+                            .with_label_values(&[&credential.to_string()])
+                            .set(i64::try_from(remaining).unwrap_or(i64::MAX));
+                    }
+                    if let Some(pause) = pause {
+                        self.metrics.github_pauses.with_label_values(&[pause.reason.label()]).inc();
+                        self.metrics
+                            .github_pause_seconds
+                            .with_label_values(&[pause.reason.label()])
+                            .inc_by(pause.length.as_secs_f64());
+                        tracing::warn!(
+                            credential = %credential,
+                            reason = pause.reason.label(),
+                            pause_secs = pause.length.as_secs_f64(),
+                            "GitHub rate limit: every request on this credential pauses"
+                        );
+                    }
+                    if status == StatusCode::NOT_MODIFIED {
+                        if let Some((_, cached)) = cached {
+                            return Ok(Reply::Sent(GitHubResponse {
+                                status: StatusCode::OK,
+                                body: cached,
+                                from_cache: true,
+                                next,
+                            }));
+                        }
+                    }
+                    if status.is_success() {
+                        if *method == Method::GET {
+                            if let Some(etag) = headers.get(ETAG) {
+                                self.etags.put(&credential, &path, etag.clone(), body.clone());
+                            }
+                        }
+                        return Ok(Reply::Sent(GitHubResponse { status, body, from_cache: false, next }));
+                    }
+                    if status == StatusCode::UNAUTHORIZED && matches!(auth, Auth::App(_)) && !renewed {
+                        // The installation token may have been revoked or expired early: renew once.
+                        tracing::info!(credential = %credential, "GitHub answered 401: renewing the installation token once");
+                        renewed = true;
+                        rejected = Some(authorization);
+                        attempt -= 1;
+                        continue;
+                    }
+                    let rate_limited = pause.is_some();
+                    let retry = rate_limited || (matches!(status.as_u16(), 502..=504) && *idempotent);
+                    let error = GitHubError::Status {
+                        method: method.to_string(),
+                        path: path.clone(),
+                        status,
+                        message,
+                        rate_limited,
+                    };
+                    (retry, error)
+                }
+            };
+            let (retry, error) = failure;
+            let wait = full_jitter(self.retry.base, attempt);
+            let out_of_budget = started.elapsed() + wait > self.retry.budget;
+            let limiter_wait =
+                self.limiter(&self.credential_of(auth, installation)).paused_until().map(|u| u - Instant::now());
+            let pause_too_long = limiter_wait.is_some_and(|w| started.elapsed() + w > self.retry.budget);
+            if !retry || attempt >= self.retry.attempts || out_of_budget || pause_too_long {
+                return Err(error);
+            }
+            self.metrics.github_retries.with_label_values(&[retry_reason(&error)]).inc();
+            tracing::debug!(%method, path, attempt, wait_ms = wait.as_millis() as u64, error = %error, "retrying GitHub request");
+            tokio::time::sleep(wait).await;
         }
+    }
+
+    fn credential_of(&self, auth: &Auth, installation: Option<u64>) -> CredentialKey {
+        match (auth, installation) {
+            (Auth::App(_), Some(id)) => CredentialKey::Installation(id),
+            _ => CredentialKey::Token,
+        }
+    }
+
+    /// `path` as a path below the API URL; absolute URLs (from `Link`) must
+    /// point below it.
+    fn relative_path(&self, path: &str) -> Result<String, GitHubError> {
+        if path.starts_with('/') {
+            return Ok(path.to_owned());
+        }
+        let base = self.api_url.as_str().trim_end_matches('/');
+        match path.strip_prefix(base) {
+            Some(rest) if rest.starts_with('/') => Ok(rest.to_owned()),
+            _ => Err(GitHubError::InvalidPath(path.to_owned())),
+        }
+    }
+
+    fn count(&self, method: &Method, route: &str, status: &str) {
+        self.metrics.github_requests.with_label_values(&[method.as_str(), status]).inc();
+        self.metrics.github_requests_by_route.with_label_values(&[method.as_str(), route, status]).inc();
     }
 }
 
+/// The shared client seen from one delivery.
+#[derive(Clone, Copy)]
+pub struct GitHubApi<'a> {
+    github: &'a GitHub,
+    installation: Option<u64>,
+}
+
+impl<'a> GitHubApi<'a> {
+    pub fn is_dry_run(&self) -> bool {
+        self.github.is_dry_run()
+    }
+
+    pub async fn request(&self, request: Request<'_>) -> Result<Reply, GitHubError> {
+        self.github.send(&request, self.installation).await
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Reply, GitHubError> {
+        self.request(Request::new(Method::GET, path, None)).await
+    }
+
+    /// A POST that must not be repeated blindly (it creates something).
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Reply, GitHubError> {
+        self.request(Request::new(Method::POST, path, Some(body))).await
+    }
+
+    /// A POST whose repetition has no further effect.
+    pub async fn post_idempotent(&self, path: &str, body: &Value) -> Result<Reply, GitHubError> {
+        self.request(Request::new(Method::POST, path, Some(body)).idempotent()).await
+    }
+
+    /// Every item of a paginated list, following `Link: rel="next"`.
+    pub fn paginate(&self, path: &str) -> impl Stream<Item = Result<Value, GitHubError>> + 'a {
+        let api = *self;
+        let first = Some(path.to_owned());
+        futures::stream::unfold((first, Vec::<Value>::new().into_iter()), move |(mut next, mut items)| async move {
+            loop {
+                if let Some(item) = items.next() {
+                    return Some((Ok(item), (next, items)));
+                }
+                let page = next.take()?;
+                match api.get(&page).await {
+                    Ok(Reply::Sent(response)) => {
+                        next = response.next.clone();
+                        items = match response.json() {
+                            Ok(Value::Array(list)) => list.into_iter(),
+                            Ok(other) => vec![other].into_iter(),
+                            Err(e) => {
+                                let error = GitHubError::Auth(format!("page {page} is not JSON: {e}"));
+                                return Some((Err(error), (None, Vec::new().into_iter())));
+                            }
+                        };
+                    }
+                    Ok(Reply::DryRun) => return None,
+                    Err(e) => return Some((Err(e), (None, Vec::new().into_iter()))),
+                }
+            }
+        })
+    }
+}
+
+/// Full jitter: a random wait up to the exponential step.
+fn full_jitter(base: Duration, attempt: u32) -> Duration {
+    let step = base.saturating_mul(1 << attempt.saturating_sub(1).min(16));
+    step.mul_f64(fastrand::f64())
+}
+
+fn retry_reason(error: &GitHubError) -> &'static str {
+    match error {
+        GitHubError::Transport { .. } => "transport",
+        GitHubError::Status { rate_limited: true, .. } => "rate_limit",
+        GitHubError::Status { .. } => "server_error",
+        _ => "other",
+    }
+}
+
+/// `rel="next"` from a `Link` header.
+fn next_link(headers: &HeaderMap) -> Option<String> {
+    let link = headers.get(LINK)?.to_str().ok()?;
+    link.split(',').find_map(|part| {
+        let (url, params) = part.split_once(';')?;
+        params.split(';').any(|p| p.trim() == r#"rel="next""#).then(|| url.trim().trim_matches(['<', '>']).to_owned())
+    })
+}
+
+/// The path with ids replaced by placeholders, a bounded metric label:
+/// `/repos/{owner}/{repo}/issues/{n}/comments`.
+pub fn route_template(path: &str) -> String {
+    let path = path.split('?').next().unwrap_or(path);
+    let mut out = String::new();
+    for (i, segment) in path.split('/').enumerate().skip(1) {
+        out.push('/');
+        let is_repo_part = path.starts_with("/repos/") && (i == 2 || i == 3);
+        if is_repo_part {
+            out.push_str(if i == 2 { "{owner}" } else { "{repo}" });
+        } else if segment.bytes().all(|b| b.is_ascii_digit()) && !segment.is_empty() {
+            out.push_str("{n}");
+        } else if segment.len() == 40 && segment.bytes().all(|b| b.is_ascii_hexdigit()) {
+            out.push_str("{sha}");
+        } else {
+            out.push_str(segment);
+        }
+    }
+    out
+}
+
 /// GitHub's `message` field, or the start of the body.
-fn error_message(body: &[u8]) -> String {
+pub(crate) fn error_message(body: &[u8]) -> String {
     let message = serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
         .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
     message.chars().take(MAX_ERROR_MESSAGE_CHARS).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_templates_hide_ids() {
+        assert_eq!(route_template("/repos/octo/hello/issues/12/comments"), "/repos/{owner}/{repo}/issues/{n}/comments");
+        assert_eq!(route_template("/app/installations/99/access_tokens"), "/app/installations/{n}/access_tokens");
+        assert_eq!(
+            route_template(&format!("/repos/o/r/statuses/{}", "a".repeat(40))),
+            "/repos/{owner}/{repo}/statuses/{sha}"
+        );
+        assert_eq!(route_template("/repos/o/r/issues?page=2"), "/repos/{owner}/{repo}/issues");
+    }
+
+    #[test]
+    fn next_link_is_found() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            LINK,
+            HeaderValue::from_static(
+                r#"<https://api.github.com/x?page=2>; rel="next", <https://api.github.com/x?page=5>; rel="last""#,
+            ),
+        );
+        assert_eq!(next_link(&headers).as_deref(), Some("https://api.github.com/x?page=2"));
+        headers.insert(LINK, HeaderValue::from_static(r#"<https://api.github.com/x?page=1>; rel="prev""#));
+        assert_eq!(next_link(&headers), None);
+    }
+
+    #[test]
+    fn full_jitter_stays_below_the_step() {
+        for attempt in 1..6 {
+            let wait = full_jitter(Duration::from_millis(100), attempt);
+            assert!(wait <= Duration::from_millis(100) * (1 << (attempt - 1)));
+        }
+    }
 }

@@ -27,6 +27,12 @@ pub enum GitHubError {
     /// The caller asked for a path that is not a GitHub API path.
     #[error("invalid GitHub API path {0:?}: it must start with '/'")]
     InvalidPath(String),
+    /// No credential could be had for the request.
+    #[error("GitHub authentication failed: {0}")]
+    Auth(String),
+    /// GitHub App authentication needs the installation a delivery names.
+    #[error("this delivery names no installation (installation.id), which GitHub App authentication needs")]
+    NoInstallation,
 }
 
 impl GitHubError {
@@ -37,7 +43,9 @@ impl GitHubError {
         match self {
             Self::Transport { .. } => true,
             Self::Status { status, rate_limited, .. } => status.is_server_error() || *rate_limited,
-            Self::InvalidPath(_) => false,
+            // A failed token exchange is usually GitHub being unwell; a bad key fails at start.
+            Self::Auth(_) => true,
+            Self::InvalidPath(_) | Self::NoInstallation => false,
         }
     }
 }

@@ -1,12 +1,19 @@
 //! The one GitHub API client of the process. It is built once at start, shared
 //! by every worker (so connections are pooled and reused), and dropped only
 //! after the workers have stopped, which closes its pooled connections.
+//! `auth` picks the credential, `limits` keeps GitHub's rate-limit guidance
+//! per credential, `etag` answers repeated GETs from `304`s.
 
+mod auth;
 mod client;
 mod error;
+mod etag;
+mod limits;
 
-pub use client::{GitHub, GitHubResponse, Reply};
+pub use auth::CredentialKey;
+pub use client::{GitHub, GitHubApi, GitHubResponse, Reply, Request, route_template};
 pub use error::GitHubError;
+pub use limits::PauseReason;
 
 /// The GitHub REST API version every request asks for.
 pub const API_VERSION: &str = "2022-11-28";

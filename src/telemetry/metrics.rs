@@ -37,6 +37,16 @@ pub struct Metrics {
     pub github_requests: IntCounterVec,
     /// Deliveries being processed right now.
     pub deliveries_in_flight: IntGauge,
+    /// GitHub requests by method, route template and status.
+    pub github_requests_by_route: IntCounterVec,
+    /// GitHub requests retried by the client, by reason.
+    pub github_retries: IntCounterVec,
+    /// Pauses of a credential for a rate limit, by reason (primary, secondary).
+    pub github_pauses: IntCounterVec,
+    /// Seconds of pause imposed by rate limits, by reason.
+    pub github_pause_seconds: prometheus::CounterVec,
+    /// Remaining GitHub quota per credential, as last reported.
+    pub github_rate_limit_remaining: IntGaugeVec,
     /// Deliveries per store state (queued, running, done, dead), refreshed at scrape.
     pub deliveries_by_state: IntGaugeVec,
     /// Time one group commit of the durable store takes, fsync included.
@@ -75,6 +85,31 @@ impl Metrics {
             "GitHub API requests, by method and status.",
             &["method", "status"],
         );
+        let github_requests_by_route = counter_vec(
+            "webhookd_github_route_requests_total",
+            "GitHub API requests, by method, route template and status.",
+            &["method", "route", "status"],
+        );
+        let github_retries = counter_vec(
+            "webhookd_github_retries_total",
+            "GitHub requests retried by the client, by reason.",
+            &["reason"],
+        );
+        let github_pauses =
+            counter_vec("webhookd_github_pauses_total", "Rate-limit pauses of a credential, by reason.", &["reason"]);
+        let github_pause_seconds = prometheus::CounterVec::new(
+            Opts::new("webhookd_github_pause_seconds_total", "Seconds of rate-limit pause, by reason."),
+            &["reason"],
+        )
+        .unwrap_or_else(|e| invalid("webhookd_github_pause_seconds_total", e));
+        let github_rate_limit_remaining = IntGaugeVec::new(
+            Opts::new(
+                "webhookd_github_rate_limit_remaining",
+                "Remaining GitHub quota per credential, as last reported.",
+            ),
+            &["credential"],
+        )
+        .unwrap_or_else(|e| invalid("webhookd_github_rate_limit_remaining", e));
 
         let signature_failures =
             IntCounter::new("webhookd_signature_failures_total", "Deliveries whose signature did not verify.")
@@ -107,6 +142,8 @@ impl Metrics {
         .unwrap_or_else(|e| invalid("webhookd_store_commit_batch_size", e));
         for metric in [
             Box::new(deliveries_by_state.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(github_pause_seconds.clone()),
+            Box::new(github_rate_limit_remaining.clone()),
             Box::new(store_commit_seconds.clone()),
             Box::new(store_batch_size.clone()),
             Box::new(signature_failures.clone()),
@@ -128,6 +165,11 @@ impl Metrics {
             processing_duration,
             handler_panics,
             github_requests,
+            github_requests_by_route,
+            github_retries,
+            github_pauses,
+            github_pause_seconds,
+            github_rate_limit_remaining,
             deliveries_in_flight,
             deliveries_by_state,
             store_commit_seconds,

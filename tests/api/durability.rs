@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use nix::sys::signal::Signal;
 use secrecy::SecretString;
 use tokio::sync::mpsc;
-use webhookd::{Delivery, GitHub, Handler, HandlerError};
+use webhookd::{Delivery, GitHubApi, Handler, HandlerError};
 
 use crate::helpers::*;
 use crate::lifecycle::{slow_github, start_commenting_daemon};
@@ -73,6 +73,7 @@ async fn sigkill_loses_no_delivery_that_was_answered_2xx() {
             ("WEBHOOKD_SECRET", TEST_SECRET),
             ("WEBHOOKD_GITHUB_TOKEN", TEST_TOKEN),
             ("WEBHOOKD_GITHUB_API_URL", &api),
+            ("WEBHOOKD_GITHUB_WRITE_INTERVAL", "0s"),
             ("WEBHOOKD_WORKERS", "2"),
         ],
     )
@@ -118,7 +119,7 @@ struct FlakyHandler {
 
 #[async_trait]
 impl Handler for FlakyHandler {
-    async fn handle(&self, delivery: &Delivery, _github: &GitHub) -> Result<(), HandlerError> {
+    async fn handle(&self, delivery: &Delivery, _github: &GitHubApi<'_>) -> Result<(), HandlerError> {
         let _ = self.attempts.send((delivery.attempt, Instant::now()));
         if delivery.attempt < 3 {
             return Err(HandlerError::Retryable(anyhow::anyhow!("GitHub answered 502 (on purpose)")));
@@ -162,7 +163,7 @@ struct FailsOnceForGood {
 
 #[async_trait]
 impl Handler for FailsOnceForGood {
-    async fn handle(&self, delivery: &Delivery, _github: &GitHub) -> Result<(), HandlerError> {
+    async fn handle(&self, delivery: &Delivery, _github: &GitHubApi<'_>) -> Result<(), HandlerError> {
         let times = {
             let mut seen = self.seen.lock().expect("lock");
             let times = seen.entry(delivery.id().to_string()).or_default();
@@ -214,7 +215,7 @@ struct Stuck {
 
 #[async_trait]
 impl Handler for Stuck {
-    async fn handle(&self, delivery: &Delivery, _github: &GitHub) -> Result<(), HandlerError> {
+    async fn handle(&self, delivery: &Delivery, _github: &GitHubApi<'_>) -> Result<(), HandlerError> {
         let _ = self.started.send(delivery.id().to_string());
         std::future::pending::<()>().await;
         Ok(())

@@ -18,7 +18,7 @@ use webhookd::config::{Env, Settings};
 use webhookd::startup::StopReport;
 use webhookd::telemetry::metrics::Metrics;
 use webhookd::webhook::signature;
-use webhookd::{Application, Delivery, GitHub, Handler, HandlerError};
+use webhookd::{Application, Delivery, GitHubApi, Handler, HandlerError};
 
 pub const TEST_SECRET: &str = "test-webhook-secret-5f1c";
 pub const TEST_TOKEN: &str = "ghp_testtoken0123456789abcdef";
@@ -49,6 +49,8 @@ pub async fn spawn_app_in(data: Arc<tempfile::TempDir>, extra: &[(&str, &str)], 
         ("WEBHOOKD_SECRET", TEST_SECRET),
         ("WEBHOOKD_LISTEN", "127.0.0.1:0"),
         ("WEBHOOKD_STORE", store.as_str()),
+        // Tests about pacing set their own; the others need not wait 1 s per write.
+        ("WEBHOOKD_GITHUB_WRITE_INTERVAL", "0s"),
     ]);
     for (k, v) in extra {
         env.set(*k, *v);
@@ -123,7 +125,7 @@ impl RecordingHandler {
 
 #[async_trait]
 impl Handler for RecordingHandler {
-    async fn handle(&self, delivery: &Delivery, _github: &GitHub) -> Result<(), HandlerError> {
+    async fn handle(&self, delivery: &Delivery, _github: &GitHubApi<'_>) -> Result<(), HandlerError> {
         let _ = self.processed.send(delivery.id().to_string());
         Ok(())
     }
@@ -144,7 +146,7 @@ impl CommentingHandler {
 
 #[async_trait]
 impl Handler for CommentingHandler {
-    async fn handle(&self, delivery: &Delivery, github: &GitHub) -> Result<(), HandlerError> {
+    async fn handle(&self, delivery: &Delivery, github: &GitHubApi<'_>) -> Result<(), HandlerError> {
         let payload = delivery.payload()?;
         let repo = delivery.routing.repository.as_deref().unwrap_or("unknown/unknown");
         let number = payload["issue"]["number"].as_u64().unwrap_or(0);

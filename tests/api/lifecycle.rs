@@ -45,6 +45,7 @@ pub async fn start_commenting_daemon(github: &MockServer, extra: &[(&str, &str)]
         ("WEBHOOKD_SECRET", TEST_SECRET),
         ("WEBHOOKD_GITHUB_TOKEN", TEST_TOKEN),
         ("WEBHOOKD_GITHUB_API_URL", &api),
+        ("WEBHOOKD_GITHUB_WRITE_INTERVAL", "0s"),
     ];
     env.extend_from_slice(extra);
     Daemon::start(&example_bin(), &env).await

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use webhookd::webhook::signature;
-use webhookd::{Delivery, GitHub, Handler, HandlerError};
+use webhookd::{Delivery, GitHubApi, Handler, HandlerError};
 
 use crate::helpers::*;
 
@@ -241,7 +241,7 @@ struct BlockingHandler {
 
 #[async_trait]
 impl Handler for BlockingHandler {
-    async fn handle(&self, delivery: &Delivery, _github: &GitHub) -> Result<(), HandlerError> {
+    async fn handle(&self, delivery: &Delivery, _github: &GitHubApi<'_>) -> Result<(), HandlerError> {
         let id = delivery.id().to_string();
         let _ = self.started.send(id.clone());
         let mut release = self.release.clone();

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
-use webhookd::{Delivery, GitHub, Handler, HandlerError};
+use webhookd::{Delivery, GitHubApi, Handler, HandlerError};
 
 use crate::helpers::*;
 
@@ -15,7 +15,7 @@ struct Unreliable {
 
 #[async_trait]
 impl Handler for Unreliable {
-    async fn handle(&self, delivery: &Delivery, _github: &GitHub) -> Result<(), HandlerError> {
+    async fn handle(&self, delivery: &Delivery, _github: &GitHubApi<'_>) -> Result<(), HandlerError> {
         match delivery.event().as_str() {
             "issues" => panic!("handler bug on purpose"),
             "push" => Err(HandlerError::Permanent(anyhow::anyhow!("failure on purpose"))),

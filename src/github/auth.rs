@@ -1,0 +1,158 @@
+//! Who a request runs as. A token is used as it is. A GitHub App signs a
+//! short JWT with its private key and exchanges it for an installation token
+//! per installation (the one named in the delivery's `installation.id`).
+//! Installation tokens are cached and renewed ahead of expiry; callers that
+//! need the same installation's token at once wait for one exchange.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use reqwest::header::{AUTHORIZATION, HeaderValue};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use super::GitHubError;
+
+/// JWTs claim to be issued this long ago, against clock drift (GitHub's advice).
+const JWT_BACKDATE: Duration = Duration::from_secs(60);
+/// JWT lifetime; GitHub accepts at most 10 minutes.
+const JWT_LIFETIME: Duration = Duration::from_secs(9 * 60);
+/// Installation tokens (valid one hour) are renewed this long before they expire.
+const RENEW_AHEAD: Duration = Duration::from_secs(5 * 60);
+
+/// The credential a request runs under: rate limits, pacing and the ETag
+/// cache are kept per credential.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CredentialKey {
+    Token,
+    Installation(u64),
+}
+
+impl fmt::Display for CredentialKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Token => f.write_str("token"),
+            Self::Installation(id) => write!(f, "installation:{id}"),
+        }
+    }
+}
+
+pub(crate) enum Auth {
+    Token(HeaderValue),
+    App(AppAuth),
+}
+
+pub(crate) struct AppAuth {
+    app_id: u64,
+    key: jsonwebtoken::EncodingKey,
+    installations: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<Option<InstallationToken>>>>>,
+}
+
+struct InstallationToken {
+    header: HeaderValue,
+    renew_at: Instant,
+}
+
+#[derive(Serialize)]
+struct Claims {
+    iat: u64,
+    exp: u64,
+    iss: String,
+}
+
+#[derive(Deserialize)]
+struct AccessToken {
+    token: String,
+    expires_at: String,
+}
+
+/// A bearer `Authorization` value, marked sensitive so it never prints.
+pub(crate) fn bearer(secret: &str) -> Result<HeaderValue, GitHubError> {
+    let mut value = HeaderValue::try_from(format!("Bearer {secret}"))
+        .map_err(|_| GitHubError::Auth("the credential holds characters not allowed in an HTTP header".into()))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+impl AppAuth {
+    pub(crate) fn new(app_id: u64, key: jsonwebtoken::EncodingKey) -> Self {
+        Self { app_id, key, installations: Mutex::new(HashMap::new()) }
+    }
+
+    /// A fresh JWT authenticating as the App itself.
+    fn jwt(&self) -> Result<String, GitHubError> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let claims = Claims {
+            iat: (now - JWT_BACKDATE.min(now)).as_secs(),
+            exp: (now + JWT_LIFETIME).as_secs(),
+            iss: self.app_id.to_string(),
+        };
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256), &claims, &self.key)
+            .map_err(|e| GitHubError::Auth(format!("signing the App JWT failed: {e}")))
+    }
+
+    /// The installation's token: cached, or exchanged now. `rejected` is a
+    /// token GitHub just answered 401 to: it is renewed unless another caller
+    /// already replaced it.
+    pub(crate) async fn installation_token(
+        &self,
+        http: &reqwest::Client,
+        api_url: &Url,
+        installation: u64,
+        rejected: Option<&HeaderValue>,
+    ) -> Result<HeaderValue, GitHubError> {
+        let slot =
+            self.installations.lock().unwrap_or_else(PoisonError::into_inner).entry(installation).or_default().clone();
+        // One exchange per installation at a time: the others wait here and
+        // then find the fresh token.
+        let mut cached = slot.lock().await;
+        if let Some(token) = cached.as_ref() {
+            let still_good = Instant::now() < token.renew_at;
+            let is_rejected = rejected.is_some_and(|r| r.as_bytes() == token.header.as_bytes());
+            if still_good && !is_rejected {
+                return Ok(token.header.clone());
+            }
+        }
+        let fresh = self.exchange(http, api_url, installation).await?;
+        let header = fresh.header.clone();
+        *cached = Some(fresh);
+        Ok(header)
+    }
+
+    async fn exchange(
+        &self,
+        http: &reqwest::Client,
+        api_url: &Url,
+        installation: u64,
+    ) -> Result<InstallationToken, GitHubError> {
+        let path = format!("/app/installations/{installation}/access_tokens");
+        let url = format!("{}{path}", api_url.as_str().trim_end_matches('/'));
+        let transport = |e: reqwest::Error| GitHubError::Transport {
+            method: "POST".into(),
+            path: path.clone(),
+            source: e.without_url(),
+        };
+        let response = http.post(&url).header(AUTHORIZATION, bearer(&self.jwt()?)?).send().await.map_err(transport)?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(transport)?;
+        if !status.is_success() {
+            return Err(GitHubError::Auth(format!(
+                "GitHub answered {status} to the installation token exchange for installation {installation}: {}",
+                super::client::error_message(&body)
+            )));
+        }
+        let token: AccessToken = serde_json::from_slice(&body)
+            .map_err(|e| GitHubError::Auth(format!("unreadable installation token answer: {e}")))?;
+        let lifetime = humantime::parse_rfc3339(&token.expires_at)
+            .ok()
+            .and_then(|at| at.duration_since(SystemTime::now()).ok())
+            .unwrap_or(Duration::from_secs(3600));
+        tracing::info!(installation, expires_in_secs = lifetime.as_secs(), "installation token obtained");
+        Ok(InstallationToken {
+            header: bearer(&token.token)?,
+            renew_at: Instant::now() + lifetime.saturating_sub(RENEW_AHEAD),
+        })
+    }
+}

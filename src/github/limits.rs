@@ -1,0 +1,210 @@
+//! GitHub's rate-limit guidance, kept per credential:
+//! - at most `WEBHOOKD_GITHUB_CONCURRENCY` requests in flight;
+//! - mutating requests at least `WEBHOOKD_GITHUB_WRITE_INTERVAL` apart;
+//! - primary limit: when `x-ratelimit-remaining` reaches 0, nothing is sent
+//!   until `x-ratelimit-reset`;
+//! - secondary limit: a 403/429 naming it, or carrying `retry-after`, pauses
+//!   **every** request on the credential for `retry-after` (at least 60 s
+//!   when absent, doubling on repeats), not only the one that failed.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+/// Pause after a secondary limit that gives no `retry-after` (GitHub: "at least one minute").
+const SECONDARY_DEFAULT_PAUSE: Duration = Duration::from_secs(60);
+/// Longest pause webhookd imposes itself for repeated secondary limits.
+const SECONDARY_MAX_PAUSE: Duration = Duration::from_secs(15 * 60);
+/// Margin added to a primary reset time, for clock skew.
+const RESET_MARGIN: Duration = Duration::from_secs(1);
+
+/// Why requests on a credential are paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseReason {
+    Primary,
+    Secondary,
+}
+
+impl PauseReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Primary => "primary",
+            Self::Secondary => "secondary",
+        }
+    }
+}
+
+/// A pause just started by a response.
+#[derive(Debug, Clone, Copy)]
+pub struct Pause {
+    pub reason: PauseReason,
+    pub length: Duration,
+}
+
+pub(crate) struct Limiter {
+    in_flight: Semaphore,
+    write_interval: Duration,
+    /// When the last mutating request was let through; held while waiting so
+    /// writes queue up in order.
+    last_write: tokio::sync::Mutex<Option<Instant>>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    paused_until: Option<Instant>,
+    /// Secondary limits in a row (reset by a success): the pause doubles.
+    secondary_strikes: u32,
+    remaining: Option<u64>,
+}
+
+impl Limiter {
+    pub(crate) fn new(concurrency: usize, write_interval: Duration) -> Self {
+        Self {
+            in_flight: Semaphore::new(concurrency.max(1)),
+            write_interval,
+            last_write: tokio::sync::Mutex::new(None),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Remaining quota last reported by GitHub.
+    pub(crate) fn remaining(&self) -> Option<u64> {
+        self.state().remaining
+    }
+
+    /// When requests may go again, if paused now.
+    pub(crate) fn paused_until(&self) -> Option<Instant> {
+        self.state().paused_until.filter(|until| *until > Instant::now())
+    }
+
+    /// Waits for a turn: out of any pause, after the write interval (for
+    /// writes), within the in-flight cap.
+    pub(crate) async fn acquire(&self, write: bool) -> SemaphorePermit<'_> {
+        loop {
+            self.wait_out_pause().await;
+            if write {
+                let mut last = self.last_write.lock().await;
+                if let Some(at) = *last {
+                    tokio::time::sleep_until((at + self.write_interval).into()).await;
+                }
+                self.wait_out_pause().await;
+                *last = Some(Instant::now());
+            }
+            // The semaphore is never closed, so acquire cannot fail.
+            let Ok(permit) = self.in_flight.acquire().await else { continue };
+            if self.paused_until().is_none() {
+                return permit;
+            }
+            // A pause began while we queued: give the slot back and wait.
+        }
+    }
+
+    async fn wait_out_pause(&self) {
+        while let Some(until) = self.paused_until() {
+            tokio::time::sleep_until(until.into()).await;
+        }
+    }
+
+    /// Reads the rate-limit headers of an answer; returns the pause it
+    /// starts, if any.
+    pub(crate) fn observe(&self, status: StatusCode, headers: &HeaderMap, message: &str) -> Option<Pause> {
+        let number = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<u64>().ok();
+        let remaining = number("x-ratelimit-remaining");
+        let reset = number("x-ratelimit-reset");
+        let retry_after = number("retry-after");
+        let mut state = self.state();
+        if remaining.is_some() {
+            state.remaining = remaining;
+        }
+        let limited = matches!(status.as_u16(), 403 | 429);
+        let secondary =
+            limited && (retry_after.is_some() || message.to_ascii_lowercase().contains("secondary rate limit"));
+        let pause = if secondary {
+            let strikes = state.secondary_strikes;
+            state.secondary_strikes = strikes.saturating_add(1);
+            let base = retry_after.map_or(SECONDARY_DEFAULT_PAUSE, Duration::from_secs);
+            // Repeats double the pause: GitHub asks for exponentially longer waits.
+            let length = base.saturating_mul(1 << strikes.min(10)).min(SECONDARY_MAX_PAUSE.max(base));
+            Some(Pause { reason: PauseReason::Secondary, length })
+        } else if remaining == Some(0) {
+            let until_reset = reset
+                .map(|at| UNIX_EPOCH + Duration::from_secs(at))
+                .and_then(|at| at.duration_since(SystemTime::now()).ok())
+                .unwrap_or(SECONDARY_DEFAULT_PAUSE);
+            Some(Pause { reason: PauseReason::Primary, length: until_reset + RESET_MARGIN })
+        } else {
+            if status.is_success() {
+                state.secondary_strikes = 0;
+            }
+            None
+        };
+        if let Some(pause) = pause {
+            let until = Instant::now() + pause.length;
+            state.paused_until = Some(state.paused_until.map_or(until, |current| current.max(until)));
+        }
+        pause
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::header::HeaderValue;
+
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.insert(*k, HeaderValue::from_str(v).expect("value"));
+        }
+        map
+    }
+
+    #[test]
+    fn secondary_limits_pause_for_retry_after_and_double_on_repeats() {
+        let limiter = Limiter::new(10, Duration::ZERO);
+        let forbidden = StatusCode::FORBIDDEN;
+        let pause = limiter.observe(forbidden, &headers(&[("retry-after", "2")]), "").expect("pause");
+        assert_eq!((pause.reason, pause.length), (PauseReason::Secondary, Duration::from_secs(2)));
+        let again = limiter.observe(forbidden, &headers(&[("retry-after", "2")]), "").expect("pause");
+        assert_eq!(again.length, Duration::from_secs(4));
+        let no_header =
+            limiter.observe(StatusCode::TOO_MANY_REQUESTS, &headers(&[]), "You have exceeded a secondary rate limit");
+        assert_eq!(no_header.expect("pause").length, Duration::from_secs(240), "60 s doubled twice");
+        assert!(limiter.paused_until().is_some());
+        limiter.observe(StatusCode::OK, &headers(&[]), "");
+        let fresh = limiter.observe(forbidden, &headers(&[("retry-after", "3")]), "").expect("pause");
+        assert_eq!(fresh.length, Duration::from_secs(3), "a success resets the doubling");
+    }
+
+    #[test]
+    fn primary_limit_pauses_until_reset() {
+        let limiter = Limiter::new(10, Duration::ZERO);
+        let reset = SystemTime::now().duration_since(UNIX_EPOCH).expect("now").as_secs() + 30;
+        let pause = limiter
+            .observe(
+                StatusCode::OK,
+                &headers(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", &reset.to_string())]),
+                "",
+            )
+            .expect("pause");
+        assert_eq!(pause.reason, PauseReason::Primary);
+        assert!(pause.length > Duration::from_secs(28) && pause.length <= Duration::from_secs(32), "{pause:?}");
+        assert_eq!(limiter.remaining(), Some(0));
+        // A plain refusal is no rate limit.
+        let other = Limiter::new(10, Duration::ZERO);
+        assert!(
+            other
+                .observe(StatusCode::FORBIDDEN, &headers(&[("x-ratelimit-remaining", "12")]), "Resource not accessible")
+                .is_none()
+        );
+    }
+}
