@@ -285,22 +285,15 @@ impl GitHub {
             let (retry, error) = failure;
             let wait = full_jitter(self.retry.base, attempt);
             let out_of_budget = started.elapsed() + wait > self.retry.budget;
-            let limiter_wait =
-                self.limiter(&self.credential_of(auth, installation)).paused_until().map(|u| u - Instant::now());
-            let pause_too_long = limiter_wait.is_some_and(|w| started.elapsed() + w > self.retry.budget);
+            // A pause longer than the budget: the delivery's own retry waits instead.
+            let pause_left = limiter.paused_until().map(|until| until.saturating_duration_since(Instant::now()));
+            let pause_too_long = pause_left.is_some_and(|left| started.elapsed() + left > self.retry.budget);
             if !retry || attempt >= self.retry.attempts || out_of_budget || pause_too_long {
                 return Err(error);
             }
             self.metrics.github_retries.with_label_values(&[retry_reason(&error)]).inc();
             tracing::debug!(%method, path, attempt, wait_ms = wait.as_millis() as u64, error = %error, "retrying GitHub request");
             tokio::time::sleep(wait).await;
-        }
-    }
-
-    fn credential_of(&self, auth: &Auth, installation: Option<u64>) -> CredentialKey {
-        match (auth, installation) {
-            (Auth::App(_), Some(id)) => CredentialKey::Installation(id),
-            _ => CredentialKey::Token,
         }
     }
 
