@@ -23,10 +23,27 @@ pub enum Command {
     Check,
     /// Sign FILE with the configured secret and POST it as a GitHub delivery.
     Send(SendArgs),
+    /// Work with the rules file (WEBHOOKD_RULES).
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
     /// Inspect and re-queue stored deliveries (durable store; works while the daemon runs).
     Deliveries {
         #[command(subcommand)]
         command: DeliveriesCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Print the GitHub calls the rules would make for a payload file; sends nothing.
+    Test {
+        /// The event name (X-GitHub-Event), such as pull_request.
+        #[arg(long)]
+        event: String,
+        /// A payload, e.g. one GitHub showed under Recent Deliveries.
+        file: PathBuf,
     },
 }
 

@@ -3,13 +3,12 @@
 //! configuration or usage.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Parser;
 use webhookd::cli::{Cli, Command};
 use webhookd::config::Env;
 use webhookd::run::config_error;
-use webhookd::{LogHandler, commands, run};
+use webhookd::{commands, run};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -18,9 +17,10 @@ fn main() -> ExitCode {
         Err(e) => return config_error(&e),
     };
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => run::serve(&env, Arc::new(LogHandler)),
+        Command::Serve => run::serve_default(&env),
         Command::Check => commands::check(&env),
         Command::Send(args) => commands::send(&env, &args),
         Command::Deliveries { command } => commands::deliveries(&env, &command),
+        Command::Rules { command } => commands::rules(&env, &command),
     }
 }

@@ -8,7 +8,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::config::{ConfigError, Env, Settings};
-use crate::handler::Handler;
+use crate::handler::{Handler, LogHandler};
+use crate::reload::Reloadable;
+use crate::rules::{RulesError, RulesHandler};
+use crate::telemetry::metrics::Metrics;
 use crate::{startup, telemetry};
 
 /// Exit code of a runtime failure (port in use, deliveries abandoned).
@@ -27,6 +30,26 @@ pub fn serve_from_env(env_file: Option<&Path>, handler: Arc<dyn Handler>) -> Exi
 
 /// Runs the daemon with `handler` on the configuration in `env`.
 pub fn serve(env: &Env, handler: Arc<dyn Handler>) -> ExitCode {
+    serve_with(env, |_, _| Ok((handler, Vec::new())))
+}
+
+/// The `webhookd serve` daemon: the rules of `WEBHOOKD_RULES`, reloaded on
+/// SIGHUP, or, without rules, a handler that logs each delivery.
+pub fn serve_default(env: &Env) -> ExitCode {
+    serve_with(env, |settings, metrics| match &settings.rules {
+        None => Ok((Arc::new(LogHandler) as Arc<dyn Handler>, Vec::new())),
+        Some(path) => {
+            let rules =
+                Arc::new(RulesHandler::load(path.clone(), env, metrics).map_err(|errors| rules_errors(&errors))?);
+            tracing::info!(rules = rules.current().rules.len(), path = %path.display(), "rules loaded");
+            Ok((rules.clone() as Arc<dyn Handler>, vec![rules as Arc<dyn Reloadable>]))
+        }
+    })
+}
+
+type HandlerParts = (Arc<dyn Handler>, Vec<Arc<dyn Reloadable>>);
+
+fn serve_with(env: &Env, handler: impl FnOnce(&Settings, Arc<Metrics>) -> Result<HandlerParts, ExitCode>) -> ExitCode {
     let settings = match load_settings(env) {
         Ok(s) => s,
         Err(code) => return code,
@@ -34,11 +57,16 @@ pub fn serve(env: &Env, handler: Arc<dyn Handler>) -> ExitCode {
     if let Err(e) = telemetry::init(settings.log_format, &settings.log_filter) {
         return config_error(&e);
     }
+    let metrics = Arc::new(Metrics::new());
+    let (handler, reloadable) = match handler(&settings, metrics.clone()) {
+        Ok(parts) => parts,
+        Err(code) => return code,
+    };
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    match rt.block_on(startup::serve_until_signalled(&settings, handler)) {
+    match rt.block_on(startup::serve_until_signalled(&settings, env, handler, metrics, reloadable)) {
         Ok(report) => {
             tracing::info!(exit_code = report.exit_code(), "webhookd stopped");
             ExitCode::from(report.exit_code())
@@ -60,6 +88,15 @@ pub fn load_settings(env: &Env) -> Result<Settings, ExitCode> {
         }
         ExitCode::from(EXIT_CONFIG)
     })
+}
+
+/// Prints every mistake of a rules file; exit code 2.
+pub fn rules_errors(errors: &[RulesError]) -> ExitCode {
+    eprintln!("webhookd: invalid rules (WEBHOOKD_RULES):");
+    for e in errors {
+        eprintln!("  {e}");
+    }
+    ExitCode::from(EXIT_CONFIG)
 }
 
 /// Prints a configuration error; exit code 2.

@@ -21,11 +21,13 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::web;
 use anyhow::Context;
 
+use crate::config::Env;
 use crate::config::{Settings, StoreKind};
 use crate::github::GitHub;
 use crate::handler::Handler;
 use crate::http::{self, HttpState, Readiness};
 use crate::queue::{self, DeliveryQueue, StoreError};
+use crate::reload::{Reloadable, SharedVerifier};
 use crate::telemetry::metrics::Metrics;
 use crate::webhook::signature::SignatureVerifier;
 use crate::worker::{WorkerContext, WorkerPool};
@@ -43,6 +45,9 @@ pub struct Application {
     metrics: Arc<Metrics>,
     shutdown_timeout: Duration,
     pruning: tokio::task::JoinHandle<()>,
+    verifier: Arc<SharedVerifier>,
+    /// The SIGHUP listener, when reloading is on.
+    reloading: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Why the daemon could not start.
@@ -83,9 +88,21 @@ impl StopReport {
 }
 
 /// Runs the daemon with `handler` until SIGTERM or SIGINT, then drains.
-pub async fn serve_until_signalled(settings: &Settings, handler: Arc<dyn Handler>) -> Result<StopReport, StartError> {
+/// SIGHUP re-reads the secret files and every part in `reloadable`.
+pub async fn serve_until_signalled(
+    settings: &Settings,
+    env: &Env,
+    handler: Arc<dyn Handler>,
+    metrics: Arc<Metrics>,
+    reloadable: Vec<Arc<dyn Reloadable>>,
+) -> Result<StopReport, StartError> {
     let signals = crate::lifecycle::StopSignals::install();
-    let app = Application::build(settings, handler).await?;
+    let hangups =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    let mut app = Application::build_with(settings, handler, metrics, None).await?;
+    let mut parts: Vec<Arc<dyn Reloadable>> = vec![app.verifier.clone()];
+    parts.extend(reloadable);
+    app.reloading = Some(tokio::spawn(crate::reload::reload_on_sighup(hangups, env.clone(), parts)));
     Ok(app.run_until_stopped(signals.wait()).await?)
 }
 
@@ -93,19 +110,23 @@ impl Application {
     /// Binds the listener and starts the workers; serving starts with
     /// `run_until_stopped`.
     pub async fn build(settings: &Settings, handler: Arc<dyn Handler>) -> Result<Self, StartError> {
-        let listener = TcpListener::bind(settings.listen)
-            .with_context(|| format!("cannot listen on {} (WEBHOOKD_LISTEN)", settings.listen))?;
-        Self::build_with_listener(settings, handler, listener).await
+        Self::build_with(settings, handler, Arc::new(Metrics::new()), None).await
     }
 
-    /// As `build`, on a listener bound by the caller.
-    pub async fn build_with_listener(
+    /// As `build`, with metrics the caller shares (a handler's own) and,
+    /// optionally, a listener bound by the caller.
+    pub async fn build_with(
         settings: &Settings,
         handler: Arc<dyn Handler>,
-        listener: TcpListener,
+        metrics: Arc<Metrics>,
+        listener: Option<TcpListener>,
     ) -> Result<Self, StartError> {
+        let listener = match listener {
+            Some(listener) => listener,
+            None => TcpListener::bind(settings.listen)
+                .with_context(|| format!("cannot listen on {} (WEBHOOKD_LISTEN)", settings.listen))?,
+        };
         let local_addr = listener.local_addr().context("reading the listener's address")?;
-        let metrics = Arc::new(Metrics::new());
         let queue = queue::open(settings, metrics.clone())?;
         if settings.store == StoreKind::Memory {
             tracing::warn!(
@@ -121,8 +142,9 @@ impl Application {
             WorkerContext { queue: queue.clone(), handler, github: github.clone(), metrics: metrics.clone() },
         );
         let readiness = Readiness::default();
+        let verifier = Arc::new(SharedVerifier::new(SignatureVerifier::new(&settings.secrets)));
         let state = web::Data::new(HttpState {
-            verifier: SignatureVerifier::new(&settings.secrets),
+            verifier: verifier.clone(),
             queue: queue.clone(),
             metrics: metrics.clone(),
             readiness: readiness.clone(),
@@ -147,6 +169,8 @@ impl Application {
             metrics,
             shutdown_timeout: settings.shutdown_timeout,
             pruning,
+            verifier,
+            reloading: None,
         })
     }
 
@@ -165,8 +189,19 @@ impl Application {
     /// Serves until `stop` resolves (or the server fails), then runs the
     /// shutdown sequence. An error means the server itself failed.
     pub async fn run_until_stopped(self, stop: impl Future<Output = ()>) -> anyhow::Result<StopReport> {
-        let Self { local_addr: _, server, workers, queue, github, readiness, metrics: _, shutdown_timeout, pruning } =
-            self;
+        let Self {
+            local_addr: _,
+            server,
+            workers,
+            queue,
+            github,
+            readiness,
+            metrics: _,
+            shutdown_timeout,
+            pruning,
+            verifier: _,
+            reloading,
+        } = self;
         let handle = server.handle();
         let mut serving = tokio::spawn(server);
         let server_failed = tokio::select! {
@@ -177,6 +212,10 @@ impl Application {
         // An aborted task is dropped by the runtime later: wait, so it no
         // longer holds the store when the store is shut down.
         let _ = pruning.await;
+        if let Some(reloading) = reloading {
+            reloading.abort();
+            let _ = reloading.await;
+        }
         if let Some(result) = server_failed {
             readiness.start_draining();
             queue.close();

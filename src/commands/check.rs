@@ -4,7 +4,8 @@
 use std::process::ExitCode;
 
 use crate::config::{Env, GitHubCredential, StoreKind};
-use crate::run::load_settings;
+use crate::rules::RuleSet;
+use crate::run::{load_settings, rules_errors};
 
 pub fn check(env: &Env) -> ExitCode {
     let s = match load_settings(env) {
@@ -15,6 +16,13 @@ pub fn check(env: &Env) -> ExitCode {
         Some(GitHubCredential::Token(_)) => "token".to_owned(),
         Some(GitHubCredential::App { app_id, .. }) => format!("GitHub App {app_id} (installation tokens)"),
         None => "none (dry run: calls are logged, not sent)".to_owned(),
+    };
+    let rules = match &s.rules {
+        None => "none: deliveries are logged only".to_owned(),
+        Some(path) => match RuleSet::load(path, env) {
+            Ok(set) => format!("{} rules in {}", set.rules.len(), path.display()),
+            Err(errors) => return rules_errors(&errors),
+        },
     };
     let store = match &s.store {
         StoreKind::Memory => "memory (volatile: lost if the process dies)".to_owned(),
@@ -38,6 +46,6 @@ pub fn check(env: &Env) -> ExitCode {
     out!("  attempts          {} (backoff from {})", s.max_attempts, humantime::format_duration(s.retry_backoff));
     out!("  max body          {} bytes", s.max_body);
     out!("  shutdown timeout  {}", humantime::format_duration(s.shutdown_timeout));
-    out!("  rules             none: deliveries are logged only");
+    out!("  rules             {rules}");
     ExitCode::SUCCESS
 }

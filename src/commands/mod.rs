@@ -11,8 +11,10 @@ macro_rules! out {
 
 mod check;
 mod deliveries;
+mod rules;
 mod send;
 
 pub use check::check;
 pub use deliveries::deliveries;
+pub use rules::rules;
 pub use send::send;

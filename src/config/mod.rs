@@ -7,7 +7,7 @@ mod secrets;
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -148,17 +148,7 @@ impl Settings {
         let e = &mut errors;
 
         let listen = keep(e, parse_listen(env));
-        let secrets = keep(
-            e,
-            secrets::read_list(env, "WEBHOOKD_SECRET", "WEBHOOKD_SECRET_FILE").and_then(|s| {
-                s.ok_or_else(|| {
-                    ConfigError::invalid(
-                        "WEBHOOKD_SECRET",
-                        "required: the webhook secret set on GitHub (or WEBHOOKD_SECRET_FILE)",
-                    )
-                })
-            }),
-        );
+        let secrets = keep(e, webhook_secrets(env));
         let credential = keep(e, read_credential(env));
         let api_url = keep(e, parse_api_url(env));
         let concurrency = keep(
@@ -265,6 +255,14 @@ fn keep<T>(errors: &mut Vec<ConfigError>, result: Result<T, ConfigError>) -> Opt
     result.map_err(|e| errors.push(e)).ok()
 }
 
+/// The first line of the secret file `path` (for the rules' `forward`).
+pub fn read_secret_file(env: &Env, var: &str, path: &str) -> Result<SecretString, ConfigError> {
+    let text = secrets::read_file(env, var, path)?;
+    let line = text.lines().map(str::trim).find(|l| !l.is_empty());
+    line.map(|l| SecretString::from(l.to_owned()))
+        .ok_or_else(|| ConfigError::invalid(var, format!("{path} holds no secret")))
+}
+
 /// Only the store and the retention, for commands that work on the store
 /// (`webhookd deliveries`) and need nothing else.
 pub fn store_from_env(env: &Env) -> Result<(StoreKind, Duration), ConfigErrors> {
@@ -353,11 +351,17 @@ fn parse_store(env: &Env) -> Result<StoreKind, ConfigError> {
 fn parse_rules(env: &Env) -> Result<Option<PathBuf>, ConfigError> {
     match env.get("WEBHOOKD_RULES") {
         None => Ok(None),
-        Some(path) => Err(ConfigError::invalid(
-            "WEBHOOKD_RULES",
-            format!("rules files are not supported by this version yet (got {path:?}); unset it to log deliveries"),
-        )),
+        Some(path) if Path::new(path).is_file() => Ok(Some(PathBuf::from(path))),
+        Some(path) => Err(ConfigError::invalid("WEBHOOKD_RULES", format!("no rules file at {path:?}"))),
     }
+}
+
+/// The webhook secrets (`WEBHOOKD_SECRET` or `_FILE`), read now: at start
+/// and again on SIGHUP.
+pub fn webhook_secrets(env: &Env) -> Result<Vec<SecretString>, ConfigError> {
+    secrets::read_list(env, "WEBHOOKD_SECRET", "WEBHOOKD_SECRET_FILE")?.ok_or_else(|| {
+        ConfigError::invalid("WEBHOOKD_SECRET", "required: the webhook secret set on GitHub (or WEBHOOKD_SECRET_FILE)")
+    })
 }
 
 fn parse_log_filter(env: &Env) -> Result<String, ConfigError> {

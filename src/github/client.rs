@@ -346,6 +346,38 @@ impl<'a> GitHubApi<'a> {
         self.request(Request::new(Method::POST, path, Some(body)).idempotent()).await
     }
 
+    /// POSTs `body` to a URL outside GitHub (the rules' `forward`) through the
+    /// same shared client, with `headers`. Dry run: logged, not sent. Not
+    /// retried here: the delivery's own retry covers it.
+    pub async fn forward(&self, url: &str, headers: &[(String, String)], body: Bytes) -> Result<Reply, GitHubError> {
+        if self.is_dry_run() {
+            tracing::info!(url, bytes = body.len(), "dry run: forward not sent (no credential configured)");
+            return Ok(Reply::DryRun);
+        }
+        let mut request = self.github.http.post(url).body(body);
+        for (name, value) in headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let transport = |e: reqwest::Error| GitHubError::Transport {
+            method: "POST".into(),
+            path: url.to_owned(),
+            source: e.without_url(),
+        };
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(transport)?;
+        if status.is_success() {
+            return Ok(Reply::Sent(GitHubResponse { status, body, from_cache: false, next: None }));
+        }
+        Err(GitHubError::Status {
+            method: "POST".into(),
+            path: url.to_owned(),
+            status,
+            message: error_message(&body),
+            rate_limited: false,
+        })
+    }
+
     /// Every item of a paginated list, following `Link: rel="next"`.
     pub fn paginate(&self, path: &str) -> impl Stream<Item = Result<Value, GitHubError>> + 'a {
         let api = *self;

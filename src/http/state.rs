@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::queue::DeliveryQueue;
+use crate::reload::SharedVerifier;
 use crate::telemetry::metrics::Metrics;
-use crate::webhook::signature::SignatureVerifier;
 
 pub struct HttpState {
-    pub verifier: SignatureVerifier,
+    pub verifier: Arc<SharedVerifier>,
     pub queue: Arc<dyn DeliveryQueue>,
     pub metrics: Arc<Metrics>,
     pub readiness: Readiness,

@@ -47,6 +47,10 @@ pub struct Metrics {
     pub github_pause_seconds: prometheus::CounterVec,
     /// Remaining GitHub quota per credential, as last reported.
     pub github_rate_limit_remaining: IntGaugeVec,
+    /// Deliveries a rule matched, by rule.
+    pub rule_matches: IntCounterVec,
+    /// Rule actions run, by rule and outcome (ok, failed).
+    pub rule_actions: IntCounterVec,
     /// Deliveries per store state (queued, running, done, dead), refreshed at scrape.
     pub deliveries_by_state: IntGaugeVec,
     /// Time one group commit of the durable store takes, fsync included.
@@ -89,6 +93,12 @@ impl Metrics {
             "webhookd_github_route_requests_total",
             "GitHub API requests, by method, route template and status.",
             &["method", "route", "status"],
+        );
+        let rule_matches = counter_vec("webhookd_rule_matches_total", "Deliveries a rule matched.", &["rule"]);
+        let rule_actions = counter_vec(
+            "webhookd_rule_actions_total",
+            "Rule actions run, by outcome (ok, failed).",
+            &["rule", "outcome"],
         );
         let github_retries = counter_vec(
             "webhookd_github_retries_total",
@@ -170,6 +180,8 @@ impl Metrics {
             github_pauses,
             github_pause_seconds,
             github_rate_limit_remaining,
+            rule_matches,
+            rule_actions,
             deliveries_in_flight,
             deliveries_by_state,
             store_commit_seconds,

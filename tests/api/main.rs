@@ -7,5 +7,6 @@ mod helpers;
 mod lifecycle;
 mod pooling;
 mod process;
+mod rules;
 mod webhook;
 mod worker;

@@ -43,7 +43,7 @@ async fn accept(req: &HttpRequest, payload: web::Payload, state: &HttpState) -> 
     let kind = ContentKind::from_header(content_type)
         .ok_or_else(|| WebhookError::UnsupportedContentType(content_type.unwrap_or("(none)").to_owned()))?;
 
-    state.verifier.verify(
+    state.verifier.current().verify(
         req.headers().get("X-Hub-Signature-256").map(|v| v.as_bytes()),
         req.headers().contains_key("X-Hub-Signature"),
         &raw,

@@ -1,0 +1,162 @@
+//! The rules engine as the daemon's handler: every matching rule's actions
+//! run in file order; a failing action is logged with the delivery id and the
+//! others still run. The rule set is swapped whole on reload; a delivery
+//! finishes on the rules it started with.
+//!
+//! No double effects: a delivery may run again after a failure (or a crash),
+//! so everything webhookd creates carries a mark (a hidden comment line, a
+//! check run's `external_id`), and a retried delivery looks for the mark
+//! before creating it again. Other actions set a state and are safe to repeat.
+
+use std::path::PathBuf;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use serde_json::Value;
+
+use super::plan::{self, Call, Once};
+use super::{RuleSet, RulesError};
+use crate::config::Env;
+use crate::delivery::Delivery;
+use crate::github::{GitHubApi, GitHubError, Request};
+use crate::handler::{Handler, HandlerError};
+use crate::telemetry::metrics::Metrics;
+
+pub struct RulesHandler {
+    path: PathBuf,
+    current: RwLock<Arc<RuleSet>>,
+    metrics: Arc<Metrics>,
+}
+
+/// How one action ended.
+enum ActionFailure {
+    Retryable(String),
+    Permanent(String),
+}
+
+impl RulesHandler {
+    /// Loads the rules at `path`; every problem is returned.
+    pub fn load(path: PathBuf, env: &Env, metrics: Arc<Metrics>) -> Result<Self, Vec<RulesError>> {
+        let set = RuleSet::load(&path, env)?;
+        Ok(Self { path, current: RwLock::new(Arc::new(set)), metrics })
+    }
+
+    /// The rules in force.
+    pub fn current(&self) -> Arc<RuleSet> {
+        self.current.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Re-reads the rules file; a broken one is refused and the old rules stay.
+    pub fn reload(&self, env: &Env) -> Result<usize, Vec<RulesError>> {
+        let set = RuleSet::load(&self.path, env)?;
+        let count = set.rules.len();
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(set);
+        Ok(count)
+    }
+
+    async fn run_calls(
+        &self,
+        calls: Vec<Call>,
+        delivery: &Delivery,
+        github: &GitHubApi<'_>,
+    ) -> Result<(), ActionFailure> {
+        for call in calls {
+            match call {
+                Call::GitHub { method, path, body, idempotent, ok_status, once } => {
+                    if let Some(once) = &once {
+                        if delivery.attempt > 1 && already_done(github, once).await.map_err(classify)? {
+                            tracing::info!(%method, path, "already done by an earlier attempt; not repeated");
+                            continue;
+                        }
+                    }
+                    let mut request = Request::new(method, &path, body.as_ref());
+                    if idempotent {
+                        request = request.idempotent();
+                    }
+                    match github.request(request).await {
+                        Ok(_) => {}
+                        Err(GitHubError::Status { status, .. }) if Some(status.as_u16()) == ok_status => {}
+                        Err(e) => return Err(classify(e)),
+                    }
+                }
+                Call::Forward { url, headers, body } => {
+                    github.forward(&url, &headers, body).await.map_err(classify)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn classify(e: GitHubError) -> ActionFailure {
+    if e.is_retryable() { ActionFailure::Retryable(e.to_string()) } else { ActionFailure::Permanent(e.to_string()) }
+}
+
+/// Whether an earlier attempt already wrote what `once` marks.
+async fn already_done(github: &GitHubApi<'_>, once: &Once) -> Result<bool, GitHubError> {
+    let mut items = Box::pin(github.paginate(&once.list));
+    while let Some(item) = items.next().await {
+        let item = item?;
+        // The check-runs list wraps its items in an object.
+        let inner = item.get("check_runs").and_then(Value::as_array).cloned().unwrap_or_else(|| vec![item]);
+        if inner.iter().any(|i| i.get(once.field).and_then(Value::as_str).is_some_and(|v| v.contains(&once.mark))) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+#[async_trait]
+impl Handler for RulesHandler {
+    async fn handle(&self, delivery: &Delivery, github: &GitHubApi<'_>) -> Result<(), HandlerError> {
+        let set = self.current();
+        let payload = delivery.payload()?;
+        let ctx = plan::context(delivery, payload);
+        let mut retryable = Vec::new();
+        let mut permanent = Vec::new();
+        for rule in &set.rules {
+            if let Err(reason) = super::matcher::check(&set, rule, delivery, payload, &ctx) {
+                tracing::debug!(rule = rule.name, reason, "rule does not match");
+                continue;
+            }
+            tracing::info!(rule = rule.name, "rule matched");
+            self.metrics.rule_matches.with_label_values(&[&rule.name]).inc();
+            for (index, action) in rule.actions.iter().enumerate() {
+                let result = match plan::plan(&set, rule, index, action, delivery, payload, &ctx) {
+                    Ok(calls) => self.run_calls(calls, delivery, github).await,
+                    Err(e) => Err(ActionFailure::Permanent(e)),
+                };
+                let outcome = match result {
+                    Ok(()) => "ok",
+                    Err(ActionFailure::Retryable(e)) => {
+                        tracing::warn!(
+                            rule = rule.name,
+                            action = action.kind(),
+                            error = e,
+                            "action failed; the delivery will retry"
+                        );
+                        retryable.push(format!("{} {}: {e}", rule.name, action.kind()));
+                        "failed"
+                    }
+                    Err(ActionFailure::Permanent(e)) => {
+                        tracing::error!(rule = rule.name, action = action.kind(), error = e, "action failed");
+                        permanent.push(format!("{} {}: {e}", rule.name, action.kind()));
+                        "failed"
+                    }
+                };
+                self.metrics.rule_actions.with_label_values(&[&rule.name, outcome]).inc();
+            }
+        }
+        // Retrying re-runs every action: the safe ones repeat harmlessly and
+        // the marked ones are found and skipped.
+        if !retryable.is_empty() {
+            retryable.extend(permanent);
+            return Err(HandlerError::Retryable(anyhow::anyhow!(retryable.join("; "))));
+        }
+        if !permanent.is_empty() {
+            return Err(HandlerError::Permanent(anyhow::anyhow!(permanent.join("; "))));
+        }
+        Ok(())
+    }
+}
