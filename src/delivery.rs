@@ -75,6 +75,9 @@ pub struct Delivery {
     /// Which processing attempt this is: 1 for the first, set by the queue
     /// when it hands the delivery out (0 until then).
     pub attempt: u32,
+    /// Whether no attempt ran before this one, replays included: only then
+    /// can a handler be sure it has not written anything yet.
+    pub first_run: bool,
     pub routing: Routing,
     pub received_at: SystemTime,
     pub content_kind: ContentKind,
@@ -93,6 +96,7 @@ impl Delivery {
         Ok(Self {
             headers,
             attempt: 0,
+            first_run: true,
             routing,
             received_at: SystemTime::now(),
             content_kind,

@@ -24,6 +24,7 @@ pub mod rules;
 pub mod run;
 pub mod send;
 pub mod startup;
+pub mod systemd;
 pub mod telemetry;
 pub mod webhook;
 pub mod worker;

@@ -4,9 +4,12 @@
 //! built once here and handed out by reference count. Shutdown is an explicit,
 //! awaited sequence, never left to `Drop`:
 //! 1. readiness off: `/readyz` and new deliveries answer 503 (the listener
-//!    stays open meanwhile, so senders get an actionable answer);
+//!    stays open meanwhile, so senders get an actionable answer); systemd is
+//!    told STOPPING=1;
 //! 2. the queue closes and the workers drain it, up to the shutdown timeout;
-//! 3. the HTTP server stops;
+//! 3. the HTTP server stops. With socket activation it stops first, before
+//!    step 2: the socket outlives the process and queues connections for the
+//!    next instance, so closing early refuses nothing;
 //! 4. the store flushes and closes (a durable store keeps what is unfinished
 //!    for the next start);
 //! 5. the workers are gone, so the last reference to the GitHub client is
@@ -48,6 +51,10 @@ pub struct Application {
     verifier: Arc<SharedVerifier>,
     /// The SIGHUP listener, when reloading is on.
     reloading: Option<tokio::task::JoinHandle<()>>,
+    /// Serving on a socket systemd passed: the kernel keeps queuing
+    /// connections for the next instance, so the listener closes first.
+    socket_activated: bool,
+    stall_timeout: Duration,
 }
 
 /// Why the daemon could not start.
@@ -99,7 +106,11 @@ pub async fn serve_until_signalled(
     let signals = crate::lifecycle::StopSignals::install();
     let hangups =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("cannot listen for SIGHUP")?;
-    let mut app = Application::build_with(settings, handler, metrics, None).await?;
+    let inherited = crate::systemd::inherited_listener().context("using the socket systemd passed (LISTEN_FDS)")?;
+    if let Some(listener) = &inherited {
+        tracing::info!(listen = ?listener.local_addr().ok(), "socket activation: serving on the socket systemd passed");
+    }
+    let mut app = Application::build_with(settings, handler, metrics, inherited).await?;
     let mut parts: Vec<Arc<dyn Reloadable>> = vec![app.verifier.clone()];
     parts.extend(reloadable);
     app.reloading = Some(tokio::spawn(crate::reload::reload_on_sighup(hangups, env.clone(), parts)));
@@ -121,6 +132,7 @@ impl Application {
         metrics: Arc<Metrics>,
         listener: Option<TcpListener>,
     ) -> Result<Self, StartError> {
+        let socket_activated = listener.is_some();
         let listener = match listener {
             Some(listener) => listener,
             None => TcpListener::bind(settings.listen)
@@ -171,6 +183,8 @@ impl Application {
             pruning,
             verifier,
             reloading: None,
+            socket_activated,
+            stall_timeout: settings.stall_timeout,
         })
     }
 
@@ -196,14 +210,24 @@ impl Application {
             queue,
             github,
             readiness,
-            metrics: _,
+            metrics,
             shutdown_timeout,
             pruning,
             verifier: _,
             reloading,
+            socket_activated,
+            stall_timeout,
         } = self;
         let handle = server.handle();
         let mut serving = tokio::spawn(server);
+        // Listener bound, store open, workers running, server spawned.
+        crate::systemd::notify_ready(&crate::systemd::status_line(queue.as_ref(), &metrics));
+        let supervising = tokio::spawn(crate::systemd::supervise(
+            queue.clone(),
+            workers.health(stall_timeout),
+            github.clone(),
+            metrics.clone(),
+        ));
         let server_failed = tokio::select! {
             () = stop => None,
             result = &mut serving => Some(result),
@@ -220,15 +244,31 @@ impl Application {
             readiness.start_draining();
             queue.close();
             let _ = workers.drain(shutdown_timeout).await;
+            supervising.abort();
+            let _ = supervising.await;
             queue.shutdown().await;
+            close_github(github);
             return match result {
                 Ok(Ok(())) => Err(anyhow::anyhow!("the HTTP server stopped unexpectedly")),
                 Ok(Err(e)) => Err(anyhow::Error::new(e).context("the HTTP server failed")),
                 Err(e) => Err(anyhow::Error::new(e).context("the HTTP server task failed")),
             };
         }
-        let report = drain(workers, queue.as_ref(), &readiness, shutdown_timeout).await;
-        stop_server(handle, serving).await;
+        crate::systemd::notify_stopping();
+        let extending = tokio::spawn(extend_while_progressing(metrics.clone()));
+        let report = if socket_activated {
+            // Connections arriving now wait in the socket's backlog for the
+            // next instance instead of being refused.
+            stop_server(handle, serving).await;
+            drain(workers, queue.as_ref(), &readiness, shutdown_timeout).await
+        } else {
+            let report = drain(workers, queue.as_ref(), &readiness, shutdown_timeout).await;
+            stop_server(handle, serving).await;
+            report
+        };
+        extending.abort();
+        supervising.abort();
+        let _ = supervising.await;
         queue.shutdown().await;
         tracing::info!(store = queue.describe(), "store closed");
         close_github(github);
@@ -269,6 +309,27 @@ async fn drain(workers: WorkerPool, queue: &dyn DeliveryQueue, readiness: &Readi
         tracing::info!("queue drained: every accepted delivery was processed; workers stopped");
     }
     StopReport { abandoned, kept: left.kept }
+}
+
+/// While the drain makes progress, asks systemd for more time than
+/// `TimeoutStopSec`, so a long but moving drain is not killed.
+async fn extend_while_progressing(metrics: Arc<Metrics>) {
+    let finished = |m: &Metrics| {
+        let t = &m.totals;
+        t.ok.load(std::sync::atomic::Ordering::Relaxed)
+            + t.retried.load(std::sync::atomic::Ordering::Relaxed)
+            + t.failed.load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let mut last = finished(&metrics);
+    let mut every = tokio::time::interval(crate::systemd::DRAIN_EXTENSION / 2);
+    loop {
+        every.tick().await;
+        let now = finished(&metrics);
+        if now != last {
+            crate::systemd::notify_extend_timeout(crate::systemd::DRAIN_EXTENSION);
+            last = now;
+        }
+    }
 }
 
 /// Deletes finished deliveries past the retention, now and every hour.

@@ -31,11 +31,40 @@ pub struct WorkerContext {
     pub metrics: Arc<Metrics>,
 }
 
+/// What each worker is processing and since when.
+type InFlight = Arc<Mutex<HashMap<usize, (DeliveryId, Instant)>>>;
+
 /// The running pool.
 pub struct WorkerPool {
     tasks: JoinSet<()>,
-    /// Which delivery each worker is processing, for the drain-timeout report.
-    in_flight: Arc<Mutex<HashMap<usize, DeliveryId>>>,
+    /// Which delivery each worker is processing, for the drain-timeout report
+    /// and the health check.
+    in_flight: InFlight,
+    count: usize,
+}
+
+/// A view of the pool for health checks (the systemd watchdog).
+#[derive(Clone)]
+pub struct WorkerHealth {
+    in_flight: InFlight,
+    count: usize,
+    stall_after: Duration,
+}
+
+impl WorkerHealth {
+    /// `Some(why)` when every worker has been busy on one delivery for longer
+    /// than the stall timeout: the pool makes no progress.
+    pub fn stalled(&self) -> Option<String> {
+        let in_flight = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+        let stuck = in_flight.values().filter(|(_, since)| since.elapsed() > self.stall_after).count();
+        (self.count > 0 && stuck >= self.count).then(|| {
+            format!(
+                "all {} workers busy on one delivery for over {} (WEBHOOKD_STALL_TIMEOUT)",
+                self.count,
+                humantime::format_duration(self.stall_after)
+            )
+        })
+    }
 }
 
 /// How a drain ended.
@@ -48,12 +77,18 @@ pub struct DrainReport {
 impl WorkerPool {
     /// Starts `count` workers. They hold clones of `ctx` until they stop.
     pub fn start(count: usize, ctx: WorkerContext) -> Self {
-        let in_flight = Arc::new(Mutex::new(HashMap::new()));
+        let in_flight: InFlight = Arc::new(Mutex::new(HashMap::new()));
         let mut tasks = JoinSet::new();
         for index in 0..count {
             tasks.spawn(run_worker(index, ctx.clone(), in_flight.clone()));
         }
-        Self { tasks, in_flight }
+        Self { tasks, in_flight, count }
+    }
+
+    /// A health view of the pool; `stall_after` is how long one delivery may
+    /// hold a worker before the worker counts as stuck.
+    pub fn health(&self, stall_after: Duration) -> WorkerHealth {
+        WorkerHealth { in_flight: self.in_flight.clone(), count: self.count, stall_after }
     }
 
     /// Waits for every worker to stop (the queue must be closed), up to
@@ -66,16 +101,16 @@ impl WorkerPool {
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
         let mut interrupted: Vec<DeliveryId> =
-            self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).drain().map(|(_, id)| id).collect();
+            self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).drain().map(|(_, (id, _))| id).collect();
         interrupted.sort();
         DrainReport { interrupted }
     }
 }
 
-async fn run_worker(index: usize, ctx: WorkerContext, in_flight: Arc<Mutex<HashMap<usize, DeliveryId>>>) {
+async fn run_worker(index: usize, ctx: WorkerContext, in_flight: InFlight) {
     tracing::debug!(worker = index, "worker started");
     while let Some(delivery) = ctx.queue.next().await {
-        in_flight.lock().unwrap_or_else(PoisonError::into_inner).insert(index, delivery.id().clone());
+        in_flight.lock().unwrap_or_else(PoisonError::into_inner).insert(index, (delivery.id().clone(), Instant::now()));
         process(&ctx, &delivery).await;
         in_flight.lock().unwrap_or_else(PoisonError::into_inner).remove(&index);
     }
@@ -133,6 +168,12 @@ async fn process(ctx: &WorkerContext, delivery: &Delivery) {
         }
     });
     ctx.metrics.deliveries_processed.with_label_values(&[event, settled.label()]).inc();
+    let total = match settled {
+        Settled::Done => &ctx.metrics.totals.ok,
+        Settled::Retrying(_) => &ctx.metrics.totals.retried,
+        Settled::Dead | Settled::Failed => &ctx.metrics.totals.failed,
+    };
+    total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {

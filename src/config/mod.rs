@@ -136,6 +136,9 @@ pub struct Settings {
     pub retry_backoff: Duration,
     pub max_body: usize,
     pub shutdown_timeout: Duration,
+    /// How long one delivery may hold a worker before the worker counts as
+    /// stuck (for the systemd watchdog).
+    pub stall_timeout: Duration,
     pub rules: Option<PathBuf>,
     pub log_format: LogFormat,
     pub log_filter: String,
@@ -178,6 +181,7 @@ impl Settings {
         let retry_backoff = keep(e, parse_duration(env, "WEBHOOKD_RETRY_BACKOFF", Duration::from_secs(10)));
         let max_body = keep(e, parse_positive(env, "WEBHOOKD_MAX_BODY", DEFAULT_MAX_BODY_BYTES));
         let shutdown_timeout = keep(e, parse_seconds(env, "WEBHOOKD_SHUTDOWN_TIMEOUT", Duration::from_secs(30)));
+        let stall_timeout = keep(e, parse_duration(env, "WEBHOOKD_STALL_TIMEOUT", Duration::from_secs(15 * 60)));
         let rules = keep(e, parse_rules(env));
         let log_format = keep(e, parse_log_format(env));
         let log_filter = keep(e, parse_log_filter(env));
@@ -198,6 +202,7 @@ impl Settings {
             Some(retry_backoff),
             Some(max_body),
             Some(shutdown_timeout),
+            Some(stall_timeout),
             Some(rules),
             Some(log_format),
             Some(log_filter),
@@ -217,6 +222,7 @@ impl Settings {
             retry_backoff,
             max_body,
             shutdown_timeout,
+            stall_timeout,
             rules,
             log_format,
             log_filter,
@@ -243,6 +249,7 @@ impl Settings {
             retry_backoff,
             max_body,
             shutdown_timeout,
+            stall_timeout,
             rules,
             log_format,
             log_filter,
@@ -483,6 +490,7 @@ mod tests {
             ("WEBHOOKD_STORE", "postgres://db"),
             ("WEBHOOKD_RETRY_BACKOFF", "later"),
             ("WEBHOOKD_GITHUB_TIMEOUT", "never"),
+            ("WEBHOOKD_STALL_TIMEOUT", "soon"),
             ("RUST_LOG", "info,[[["),
         ]))
         .expect_err("invalid")
@@ -501,6 +509,7 @@ mod tests {
             "WEBHOOKD_STORE",
             "WEBHOOKD_RETRY_BACKOFF",
             "WEBHOOKD_GITHUB_TIMEOUT",
+            "WEBHOOKD_STALL_TIMEOUT",
             "RUST_LOG",
         ] {
             assert!(err.lines().any(|l| l.starts_with(&format!("{var}:"))), "{var} missing from:\n{err}");

@@ -143,6 +143,12 @@ impl GitHub {
         GitHubApi { github: self, installation }
     }
 
+    /// Whether some credential is paused for a rate limit now: workers waiting
+    /// on it are doing as GitHub asks, not stuck.
+    pub fn is_paused(&self) -> bool {
+        self.limits.lock().unwrap_or_else(PoisonError::into_inner).values().any(|l| l.paused_until().is_some())
+    }
+
     /// The limiter of a credential, created on first use.
     fn limiter(&self, credential: &CredentialKey) -> Arc<Limiter> {
         self.limits

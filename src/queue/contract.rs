@@ -66,6 +66,7 @@ macro_rules! store_contract_tests {
 
                 let first = next(q).await;
                 assert_eq!((first.id().as_str(), first.attempt), ("a", 1));
+                assert!(first.first_run);
                 assert_eq!(first.routing.repository.as_deref(), Some("o/r"));
                 assert_eq!(first.headers.hook_id.as_deref(), Some("7"));
                 assert_eq!(q.finish(&first, Outcome::Ok).await, Settled::Done);
@@ -171,6 +172,7 @@ async fn sqlite_keeps_deliveries_across_reopen_and_requeues_what_was_running() {
     assert_eq!(q.enqueue(delivery("x")).await, Ok(Enqueued::Duplicate), "dedup survives the restart");
     let again = next(&q).await;
     assert_eq!((again.id().as_str(), again.attempt), ("x", 2));
+    assert!(!again.first_run, "a delivery that ran before knows it");
     assert_eq!(again.raw, delivery("x").raw, "stored exactly as received");
     q.shutdown().await;
 }

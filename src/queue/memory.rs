@@ -108,6 +108,7 @@ impl DeliveryQueue for MemoryQueue {
                 if let Some(mut delivery) = state.ready.pop_front() {
                     state.running += 1;
                     delivery.attempt += 1;
+                    delivery.first_run = delivery.attempt == 1;
                     return Some(delivery);
                 }
                 if state.closed {

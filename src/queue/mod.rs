@@ -134,6 +134,11 @@ pub trait DeliveryQueue: Send + Sync + 'static {
     /// Deliveries per state.
     async fn counts(&self) -> StateCounts;
 
+    /// Whether the backend answers (the watchdog's health check).
+    async fn ping(&self) -> bool {
+        true
+    }
+
     /// Releases the backend (flushes and stops a store's writer). Called once,
     /// after the workers have stopped.
     async fn shutdown(&self) {}

@@ -16,8 +16,9 @@ use crate::config::Env;
 /// States a commit status may have.
 const STATUS_STATES: [&str; 4] = ["error", "failure", "pending", "success"];
 /// Conclusions a completed check run may have.
-const CHECK_CONCLUSIONS: [&str; 8] =
-    ["action_required", "cancelled", "failure", "neutral", "success", "skipped", "stale", "timed_out"];
+/// (`stale` is GitHub's own: apps cannot set it.)
+const CHECK_CONCLUSIONS: [&str; 7] =
+    ["action_required", "cancelled", "failure", "neutral", "success", "skipped", "timed_out"];
 
 struct Checker<'a> {
     path: &'a Path,
@@ -41,7 +42,7 @@ pub(super) fn compile(
     let mut names = std::collections::HashSet::new();
     let mut rules = Vec::new();
     for raw_rule in raw.rules {
-        if !names.insert(raw_rule.name.get_ref().clone()) {
+        if !names.insert(raw_rule.name.get_ref().trim().to_owned()) {
             checker.error(
                 raw_rule.name.span().start,
                 format!("a rule named {:?} exists already: names must be unique", raw_rule.name.get_ref()),
@@ -223,7 +224,7 @@ impl Checker<'_> {
                         match super::super::config::read_secret_file(self.env, "secret_file", file.get_ref()) {
                             Ok(value) => value,
                             Err(e) => {
-                                self.error(file.span().start, format!("`secret_file`: {e}"));
+                                self.error(file.span().start, e.to_string());
                                 return None;
                             }
                         }

@@ -65,7 +65,7 @@ impl RulesHandler {
             match call {
                 Call::GitHub { method, path, body, idempotent, ok_status, once } => {
                     if let Some(once) = &once {
-                        if delivery.attempt > 1 && already_done(github, once).await.map_err(classify)? {
+                        if !delivery.first_run && already_done(github, once).await.map_err(classify)? {
                             tracing::info!(%method, path, "already done by an earlier attempt; not repeated");
                             continue;
                         }
@@ -116,9 +116,17 @@ impl Handler for RulesHandler {
         let mut retryable = Vec::new();
         let mut permanent = Vec::new();
         for rule in &set.rules {
-            if let Err(reason) = super::matcher::check(&set, rule, delivery, payload, &ctx) {
-                tracing::debug!(rule = rule.name, reason, "rule does not match");
-                continue;
+            match super::matcher::check(&set, rule, delivery, payload, &ctx) {
+                Ok(()) => {}
+                Err(super::matcher::Mismatch::Filtered(reason)) => {
+                    tracing::debug!(rule = rule.name, reason, "rule does not match");
+                    continue;
+                }
+                Err(super::matcher::Mismatch::Broken(reason)) => {
+                    // Likely a typo in the rule: say so louder than a plain mismatch.
+                    tracing::warn!(rule = rule.name, reason, "rule skipped: its condition cannot be evaluated");
+                    continue;
+                }
             }
             tracing::info!(rule = rule.name, "rule matched");
             self.metrics.rule_matches.with_label_values(&[&rule.name]).inc();

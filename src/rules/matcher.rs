@@ -6,6 +6,23 @@ use serde_json::Value;
 use super::{Rule, RuleSet};
 use crate::delivery::Delivery;
 
+/// Why a rule does not apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mismatch {
+    /// A filter says no.
+    Filtered(String),
+    /// The `if` expression fails on this payload (a field it lacks, a typo).
+    Broken(String),
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Filtered(reason) | Self::Broken(reason) => f.write_str(reason),
+        }
+    }
+}
+
 /// Checks every filter of `rule`, cheapest first.
 pub fn check(
     set: &RuleSet,
@@ -13,7 +30,19 @@ pub fn check(
     delivery: &Delivery,
     payload: &Value,
     ctx: &minijinja::Value,
-) -> Result<(), String> {
+) -> Result<(), Mismatch> {
+    filters(rule, delivery, payload).map_err(Mismatch::Filtered)?;
+    if let Some(condition) = &rule.condition {
+        match set.evaluate(condition, ctx) {
+            Ok(true) => {}
+            Ok(false) => return Err(Mismatch::Filtered(format!("`if` {condition:?} is false"))),
+            Err(e) => return Err(Mismatch::Broken(format!("`if` {condition:?} cannot be evaluated: {e}"))),
+        }
+    }
+    Ok(())
+}
+
+fn filters(rule: &Rule, delivery: &Delivery, payload: &Value) -> Result<(), String> {
     let event = delivery.event().as_str();
     let action = delivery.action();
     if !rule.on.iter().any(|t| t.event == event && (t.action.is_none() || t.action.as_deref() == action)) {
@@ -57,13 +86,6 @@ pub fn check(
         let is_draft = payload.pointer("/pull_request/draft").and_then(Value::as_bool);
         if is_draft != Some(draft) {
             return Err(format!("draft is not {draft}"));
-        }
-    }
-    if let Some(condition) = &rule.condition {
-        match set.evaluate(condition, ctx) {
-            Ok(true) => {}
-            Ok(false) => return Err(format!("`if` {condition:?} is false")),
-            Err(e) => return Err(format!("`if` {condition:?} cannot be evaluated: {e}")),
         }
     }
     Ok(())

@@ -56,8 +56,8 @@ impl Call {
     }
 }
 
-/// The template context of a delivery: its payload's top-level fields, plus
-/// `event`, `action` and `delivery` (the id).
+/// The template context of a delivery: its payload's top-level fields (the
+/// action among them), plus `event` and `delivery` (the id).
 pub fn context(delivery: &Delivery, payload: &Value) -> minijinja::Value {
     let mut map = match payload {
         Value::Object(map) => map.clone(),
@@ -141,7 +141,8 @@ pub fn plan(
             vec![write(Method::POST, path, json!({ "assignees": render_all(users)? }), true)]
         }
         Action::RequestReviewers(users) => {
-            if payload.get("pull_request").is_none() {
+            // Pull request events carry `pull_request`; comments on one carry `issue.pull_request`.
+            if payload.get("pull_request").is_none() && payload.pointer("/issue/pull_request").is_none() {
                 return Err("request_reviewers needs a pull request delivery".into());
             }
             let path = format!("/repos/{}/pulls/{}/requested_reviewers", repo()?, number()?);

@@ -18,8 +18,17 @@ const COMMIT_BUCKETS_SECS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
 /// Upper bounds of the commit batch-size buckets, in operations.
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
 
+/// Running totals for the one-line status systemd shows (not exported).
+#[derive(Debug, Default)]
+pub struct Totals {
+    pub ok: std::sync::atomic::AtomicU64,
+    pub retried: std::sync::atomic::AtomicU64,
+    pub failed: std::sync::atomic::AtomicU64,
+}
+
 pub struct Metrics {
     registry: Registry,
+    pub totals: Totals,
     /// Every verified delivery, duplicates included.
     pub deliveries_received: IntCounterVec,
     /// Processing outcomes: `ok`, `retry`, `failed`, `dead`.
@@ -166,6 +175,7 @@ impl Metrics {
         }
         Self {
             registry,
+            totals: Totals::default(),
             deliveries_received,
             deliveries_processed,
             deliveries_duplicate,

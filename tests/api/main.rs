@@ -8,5 +8,6 @@ mod lifecycle;
 mod pooling;
 mod process;
 mod rules;
+mod systemd;
 mod webhook;
 mod worker;

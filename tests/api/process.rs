@@ -45,8 +45,20 @@ impl Daemon {
 
     /// As `start`, in `workdir` (a restart on the same store).
     pub async fn start_in(workdir: Arc<tempfile::TempDir>, program: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_command(workdir, program, &[], env).await
+    }
+
+    /// As `start_in`, running `program ARGS` (a shell that sets up systemd's
+    /// socket passing, say).
+    pub async fn start_command(
+        workdir: Arc<tempfile::TempDir>,
+        program: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut command = Command::new(program);
         command
+            .args(args)
             .env_clear()
             .env("WEBHOOKD_LISTEN", "127.0.0.1:0")
             .env("WEBHOOKD_LOG_FORMAT", "json")

@@ -480,3 +480,71 @@ async fn sighup_with_a_broken_file_keeps_the_old_rules() {
     assert_eq!(daemon.wait().await.code(), Some(0), "{}", daemon.output());
     assert_eq!(*bodies.lock().expect("lock"), ["v1", "v1", "v2"], "the broken file was refused, the good one taken");
 }
+
+#[tokio::test]
+async fn a_replayed_delivery_does_not_comment_again() {
+    let github = MockServer::start().await;
+    let created: Arc<Mutex<Vec<Value>>> = Arc::new(Mutex::new(Vec::new()));
+    let record = created.clone();
+    Mock::given(method("POST"))
+        .and(path(format!("{REPO}/issues/1/comments")))
+        .respond_with(move |request: &Request| {
+            record.lock().expect("lock").push(serde_json::from_slice(&request.body).expect("json"));
+            ResponseTemplate::new(201).set_body_json(json!({}))
+        })
+        .mount(&github)
+        .await;
+    let listed = created.clone();
+    Mock::given(method("GET"))
+        .and(path(format!("{REPO}/issues/1/comments")))
+        .respond_with(move |_: &Request| {
+            ResponseTemplate::new(200).set_body_json(Value::Array(listed.lock().expect("lock").clone()))
+        })
+        .mount(&github)
+        .await;
+    // The label action fails for good, so the delivery ends dead after the comment was made.
+    Mock::given(method("POST"))
+        .and(path(format!("{REPO}/issues/1/labels")))
+        .respond_with(ResponseTemplate::new(422).set_body_json(json!({"message": "Validation Failed"})))
+        .mount(&github)
+        .await;
+    let (_dir, file) = rules_file(
+        "[[rule]]\nname = \"r\"\non = \"issues.opened\"\n[[rule.actions]]\ncomment = \"hello\"\n[[rule.actions]]\nadd_labels = [\"x\"]\n",
+    );
+    let env = Env::from_pairs([("WEBHOOKD_RULES", file.as_str())]);
+    let api = github.uri();
+    let data = Arc::new(tempfile::tempdir().expect("data"));
+    let store = format!("sqlite:{}", data.path().join("webhookd.db").display());
+    let handler = Arc::new(RulesHandler::load(file.clone().into(), &env, Arc::new(Metrics::new())).expect("load"));
+    let vars = [("WEBHOOKD_GITHUB_TOKEN", TEST_TOKEN), ("WEBHOOKD_GITHUB_API_URL", api.as_str())];
+    let app = spawn_app_in(data.clone(), &vars, handler).await;
+    let id = "77777777-7777";
+    assert_eq!(
+        app.webhook("issues", id, fixture("issues/opened.payload.json")).send().await.expect("sent").status().as_u16(),
+        202
+    );
+    app.stop().await;
+    let (_, dead) = run_webhookd(&["deliveries", "list", "--status", "dead"], &[("WEBHOOKD_STORE", &store)]).await;
+    assert!(dead.contains(id), "{dead}");
+
+    let handler = Arc::new(RulesHandler::load(file.clone().into(), &env, Arc::new(Metrics::new())).expect("load"));
+    let app = spawn_app_in(data.clone(), &vars, handler).await;
+    let (looked, mut looked_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    Mock::given(method("GET"))
+        .and(path(format!("{REPO}/issues/1/comments")))
+        .respond_with({
+            let listed = created.clone();
+            move |_: &Request| {
+                let _ = looked.send(());
+                ResponseTemplate::new(200).set_body_json(Value::Array(listed.lock().expect("lock").clone()))
+            }
+        })
+        .with_priority(1)
+        .mount(&github)
+        .await;
+    let (code, out) = run_webhookd(&["deliveries", "replay", id], &[("WEBHOOKD_STORE", &store)]).await;
+    assert_eq!(code, 0, "{out}");
+    tokio::time::timeout(WAIT, looked_rx.recv()).await.expect("the replay looked for its comment").expect("open");
+    app.stop().await;
+    assert_eq!(created.lock().expect("lock").len(), 1, "the replay did not post the comment again");
+}

@@ -379,6 +379,10 @@ impl DeliveryQueue for SqliteQueue {
         }
     }
 
+    async fn ping(&self) -> bool {
+        self.call(Op::Ping).await.is_ok()
+    }
+
     fn describe(&self) -> String {
         format!("sqlite:{}", self.path.display())
     }
@@ -453,6 +457,7 @@ fn restore(row: StoredRow) -> Result<Delivery, (String, String)> {
         Delivery::from_verified(headers, kind, Bytes::from(row.body.clone())).map_err(|e| fail(e.to_string()))?;
     delivery.received_at = received_at;
     delivery.attempt = row.attempts;
+    delivery.first_run = row.runs <= 1;
     Ok(delivery)
 }
 

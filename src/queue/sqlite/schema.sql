@@ -13,7 +13,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
     content_kind    TEXT    NOT NULL,          -- json | form
     received_at     INTEGER NOT NULL,
     state           TEXT    NOT NULL,          -- queued | running | done | dead
-    attempts        INTEGER NOT NULL DEFAULT 0,
+    attempts        INTEGER NOT NULL DEFAULT 0,   -- towards WEBHOOKD_MAX_ATTEMPTS; reset by replay
+    runs            INTEGER NOT NULL DEFAULT 0,   -- every attempt ever, never reset
     next_attempt_at INTEGER NOT NULL,
     lease_until     INTEGER,
     last_error      TEXT,

@@ -44,6 +44,7 @@ pub(super) struct StoredRow {
     pub body: Vec<u8>,
     pub received_at: i64,
     pub attempts: u32,
+    pub runs: u32,
 }
 
 /// How processing ended, as written to the row.
@@ -55,10 +56,23 @@ pub(super) enum Settle {
 
 pub(super) enum Op {
     Insert(NewRow),
-    Claim { now: i64, lease_until: i64 },
-    Finish { delivery_id: String, settle: Settle, now: i64 },
-    RequeueRunning { delivery_ids: Vec<String> },
-    Prune { finished_before: i64 },
+    Claim {
+        now: i64,
+        lease_until: i64,
+    },
+    Finish {
+        delivery_id: String,
+        settle: Settle,
+        now: i64,
+    },
+    RequeueRunning {
+        delivery_ids: Vec<String>,
+    },
+    Prune {
+        finished_before: i64,
+    },
+    /// Proves the writer and the database answer.
+    Ping,
 }
 
 pub(super) enum OpResult {
@@ -128,6 +142,10 @@ fn apply_batch(conn: &mut Connection, batch: &[Command]) -> rusqlite::Result<Vec
 
 fn apply(conn: &Connection, op: &Op) -> rusqlite::Result<OpResult> {
     match op {
+        Op::Ping => {
+            conn.query_row("SELECT 1", [], |_| Ok(()))?;
+            Ok(OpResult::Count(0))
+        }
         Op::Insert(row) => {
             let inserted = conn
                 .prepare_cached(
@@ -155,11 +173,11 @@ fn apply(conn: &Connection, op: &Op) -> rusqlite::Result<OpResult> {
         Op::Claim { now, lease_until } => {
             let row = conn
                 .prepare_cached(
-                    "UPDATE deliveries SET state = 'running', attempts = attempts + 1, lease_until = ?2
+                    "UPDATE deliveries SET state = 'running', attempts = attempts + 1, runs = runs + 1, lease_until = ?2
                      WHERE seq = (SELECT seq FROM deliveries WHERE state = 'queued' AND next_attempt_at <= ?1
                                   ORDER BY next_attempt_at, seq LIMIT 1)
                      RETURNING delivery_id, event, hook_id, target_type, target_id, content_kind,
-                               (SELECT body FROM bodies WHERE bodies.seq = deliveries.seq), received_at, attempts",
+                               (SELECT body FROM bodies WHERE bodies.seq = deliveries.seq), received_at, attempts, runs",
                 )?
                 .query_row(params![now, lease_until], |r| {
                     Ok(StoredRow {
@@ -172,6 +190,7 @@ fn apply(conn: &Connection, op: &Op) -> rusqlite::Result<OpResult> {
                         body: r.get(6)?,
                         received_at: r.get(7)?,
                         attempts: r.get(8)?,
+                        runs: r.get(9)?,
                     })
                 })
                 .optional()?;
