@@ -46,6 +46,7 @@ pub fn check(env: &Env) -> ExitCode {
     out!("  attempts          {} (backoff from {})", s.max_attempts, humantime::format_duration(s.retry_backoff));
     out!("  max body          {} bytes", s.max_body);
     out!("  shutdown timeout  {}", humantime::format_duration(s.shutdown_timeout));
+    out!("  stall timeout     {} (systemd watchdog)", humantime::format_duration(s.stall_timeout));
     out!("  rules             {rules}");
     ExitCode::SUCCESS
 }

@@ -181,7 +181,16 @@ impl Settings {
         let retry_backoff = keep(e, parse_duration(env, "WEBHOOKD_RETRY_BACKOFF", Duration::from_secs(10)));
         let max_body = keep(e, parse_positive(env, "WEBHOOKD_MAX_BODY", DEFAULT_MAX_BODY_BYTES));
         let shutdown_timeout = keep(e, parse_seconds(env, "WEBHOOKD_SHUTDOWN_TIMEOUT", Duration::from_secs(30)));
-        let stall_timeout = keep(e, parse_duration(env, "WEBHOOKD_STALL_TIMEOUT", Duration::from_secs(15 * 60)));
+        let stall_timeout = keep(
+            e,
+            parse_duration(env, "WEBHOOKD_STALL_TIMEOUT", Duration::from_secs(15 * 60)).and_then(|d| {
+                if d < Duration::from_secs(1) {
+                    Err(ConfigError::invalid("WEBHOOKD_STALL_TIMEOUT", "must be at least 1s"))
+                } else {
+                    Ok(d)
+                }
+            }),
+        );
         let rules = keep(e, parse_rules(env));
         let log_format = keep(e, parse_log_format(env));
         let log_filter = keep(e, parse_log_filter(env));

@@ -16,9 +16,10 @@ use actix_web::{App, HttpServer, web};
 pub use errors::WebhookError;
 pub use state::{HttpState, Readiness};
 
-/// How long in-flight requests get to finish once the server is told to stop.
-/// The server stops after the drain, when only quick refusals and probes can
-/// be in flight; idle keep-alive connections would otherwise hold it this long.
+/// How long in-flight requests get to finish once the server is told to stop:
+/// after the drain (only quick refusals and probes are then in flight), or,
+/// with socket activation, before it (requests being stored finish at once).
+/// Idle keep-alive connections would otherwise hold the stop this long.
 const GRACEFUL_STOP: Duration = Duration::from_secs(1);
 
 /// Builds the server on `listener`; it runs once awaited or spawned.

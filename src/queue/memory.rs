@@ -98,6 +98,7 @@ impl DeliveryQueue for MemoryQueue {
     }
 
     async fn next(&self) -> Option<Delivery> {
+        let mut lingered = false;
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
@@ -116,6 +117,12 @@ impl DeliveryQueue for MemoryQueue {
                 }
                 next_due
             };
+            if !lingered {
+                // Under load, wake once per batch rather than once per delivery.
+                lingered = true;
+                tokio::time::sleep(super::sqlite::LINGER).await;
+                continue;
+            }
             match next_due {
                 Some(at) => {
                     tokio::select! {

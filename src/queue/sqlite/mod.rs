@@ -40,6 +40,14 @@ const LEASE: Duration = Duration::from_secs(15 * 60);
 /// How often idle workers look for rows changed outside this process
 /// (`deliveries replay`) or retries that fell due.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Due deliveries claimed in one round trip to the writer; the ones no worker
+/// takes at once wait in memory, already `running` on disk (a crash requeues
+/// them like any other).
+const CLAIM_BATCH: usize = 32;
+/// How long an idle worker waits for more work before parking: under load it
+/// then wakes once per batch, not once per delivery. Delays processing, never
+/// the acknowledgement.
+pub(crate) const LINGER: Duration = Duration::from_millis(1);
 /// How long SQLite waits on another connection's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -76,8 +84,10 @@ impl Shared {
                 self.queued.fetch_add(1, Ordering::SeqCst);
                 true
             }
-            (Op::Claim { .. }, OpResult::Claimed(Some(_))) => {
-                let _ = self.queued.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| Some(n.saturating_sub(1)));
+            (Op::Claim { .. }, OpResult::Claimed(rows)) => {
+                let _ = self
+                    .queued
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| Some(n.saturating_sub(rows.len())));
                 false
             }
             (Op::Finish { settle: Settle::RetryAt { at, .. }, .. }, OpResult::Count(1)) => {
@@ -116,6 +126,8 @@ pub struct SqliteQueue {
     shared: Arc<Shared>,
     options: SqliteOptions,
     closed: AtomicBool,
+    /// Claimed deliveries no worker has taken yet.
+    claimed: Mutex<std::collections::VecDeque<Delivery>>,
     /// Held while this process owns the database; released by `shutdown`.
     lock: Mutex<Option<Flock<File>>>,
 }
@@ -175,6 +187,7 @@ impl SqliteQueue {
             shared,
             options,
             closed: AtomicBool::new(false),
+            claimed: Mutex::new(std::collections::VecDeque::new()),
             lock: Mutex::new(Some(lock)),
         })
     }
@@ -195,23 +208,42 @@ impl SqliteQueue {
         rx.await.map_err(|_| StoreError::Stopped)?
     }
 
+    /// Sends `op` without waiting for its commit (outcomes: the writer applies
+    /// them in order, logs a failure, and flushes them before it stops).
+    fn submit(&self, op: Op) -> Result<(), StoreError> {
+        let (reply, _) = oneshot::channel();
+        match &*self.commands.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some(commands) => commands.send(Command { op, reply }).map_err(|_| StoreError::Stopped),
+            None => Err(StoreError::Stopped),
+        }
+    }
+
+    fn take_claimed(&self) -> Option<Delivery> {
+        self.claimed.lock().unwrap_or_else(PoisonError::into_inner).pop_front()
+    }
+
+    /// Claims a batch of due deliveries; returns one and keeps the rest for
+    /// the next workers.
     async fn claim(&self) -> Result<Option<Delivery>, StoreError> {
         let now = now_ms();
         let lease_until = now + i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX);
-        loop {
-            let OpResult::Claimed(row) = self.call(Op::Claim { now, lease_until }).await? else {
-                return Err(StoreError::Write("unexpected answer to a claim".into()));
-            };
-            let Some(row) = row else { return Ok(None) };
+        let OpResult::Claimed(rows) = self.call(Op::Claim { now, lease_until, limit: CLAIM_BATCH }).await? else {
+            return Err(StoreError::Write("unexpected answer to a claim".into()));
+        };
+        let mut deliveries = Vec::with_capacity(rows.len());
+        for row in rows {
             match restore(row) {
-                Ok(delivery) => return Ok(Some(delivery)),
+                Ok(delivery) => deliveries.push(delivery),
                 Err((id, error)) => {
                     tracing::error!(delivery.id = %id, %error, "stored delivery cannot be read back; marked dead");
-                    let settle = Settle::Dead { error };
-                    self.call(Op::Finish { delivery_id: id, settle, now }).await?;
+                    self.submit(Op::Finish { delivery_id: id, settle: Settle::Dead { error }, now })?;
                 }
             }
         }
+        let mut deliveries = deliveries.into_iter();
+        let first = deliveries.next();
+        self.claimed.lock().unwrap_or_else(PoisonError::into_inner).extend(deliveries);
+        Ok(first)
     }
 
     /// Milliseconds until the earliest scheduled retry, at most `POLL_INTERVAL`.
@@ -269,10 +301,14 @@ impl DeliveryQueue for SqliteQueue {
     }
 
     async fn next(&self) -> Option<Delivery> {
+        let mut lingered = false;
         loop {
             let notified = self.shared.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            if let Some(delivery) = self.take_claimed() {
+                return Some(delivery);
+            }
             // Nothing queued (the count is resynced from disk at every poll):
             // no need for a write transaction to find that out.
             let claimed = if self.depth() == 0 { Ok(None) } else { self.claim().await };
@@ -285,6 +321,11 @@ impl DeliveryQueue for SqliteQueue {
             if self.closed.load(Ordering::SeqCst) {
                 // What is left waits on disk for the next start.
                 return None;
+            }
+            if !lingered {
+                lingered = true;
+                tokio::time::sleep(LINGER).await;
+                continue;
             }
             tokio::select! {
                 () = &mut notified => {}
@@ -307,7 +348,11 @@ impl DeliveryQueue for SqliteQueue {
             Outcome::Failed(error) => (Settle::Dead { error }, Settled::Failed),
         };
         let delivery_id = delivery.id().to_string();
-        if let Err(e) = self.call(Op::Finish { delivery_id, settle, now }).await {
+        // Success, the common case, does not wait for its commit; a retry or
+        // a dead delivery does, so counts and schedules are current on return.
+        let op = Op::Finish { delivery_id, settle, now };
+        let recorded = if settled == Settled::Done { self.submit(op) } else { self.call(op).await.map(|_| ()) };
+        if let Err(e) = recorded {
             tracing::error!(delivery.id = %delivery.id(), error = %e, "recording the outcome failed; the delivery will run again after a restart");
         }
         settled
@@ -327,7 +372,10 @@ impl DeliveryQueue for SqliteQueue {
     }
 
     async fn abandon(&self, interrupted: &[DeliveryId]) -> Abandoned {
-        let delivery_ids = interrupted.iter().map(ToString::to_string).collect();
+        let mut delivery_ids: Vec<String> = interrupted.iter().map(ToString::to_string).collect();
+        // Claimed but never started: back to the queue as well.
+        delivery_ids
+            .extend(self.claimed.lock().unwrap_or_else(PoisonError::into_inner).drain(..).map(|d| d.id().to_string()));
         match self.call(Op::RequeueRunning { delivery_ids }).await {
             Ok(_) => Abandoned { lost: Vec::new(), kept: self.depth() },
             Err(e) => {

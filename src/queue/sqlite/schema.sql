@@ -24,6 +24,8 @@ CREATE TABLE IF NOT EXISTS bodies (
     seq  INTEGER PRIMARY KEY,                  -- deliveries.seq
     body BLOB    NOT NULL                      -- exactly as received and signed
 );
-CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt_at, seq);
-CREATE INDEX IF NOT EXISTS deliveries_finished ON deliveries (finished_at) WHERE finished_at IS NOT NULL;
+-- Only waiting rows are indexed: claiming removes a row from this index and
+-- finishing touches no index at all, which keeps each commit's write small.
+-- (Pruning, hourly, scans instead.)
+CREATE INDEX IF NOT EXISTS deliveries_queued ON deliveries (next_attempt_at, seq) WHERE state = 'queued';
 PRAGMA user_version = 1;

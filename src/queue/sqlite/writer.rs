@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Shared, StoreError};
@@ -56,9 +56,11 @@ pub(super) enum Settle {
 
 pub(super) enum Op {
     Insert(NewRow),
+    /// Up to `limit` due deliveries, oldest first.
     Claim {
         now: i64,
         lease_until: i64,
+        limit: usize,
     },
     Finish {
         delivery_id: String,
@@ -77,7 +79,7 @@ pub(super) enum Op {
 
 pub(super) enum OpResult {
     Inserted(bool),
-    Claimed(Option<StoredRow>),
+    Claimed(Vec<StoredRow>),
     Count(usize),
 }
 
@@ -170,16 +172,17 @@ fn apply(conn: &Connection, op: &Op) -> rusqlite::Result<OpResult> {
             }
             Ok(OpResult::Inserted(inserted == 1))
         }
-        Op::Claim { now, lease_until } => {
-            let row = conn
+        Op::Claim { now, lease_until, limit } => {
+            let limit = i64::try_from(*limit).unwrap_or(1);
+            let rows = conn
                 .prepare_cached(
                     "UPDATE deliveries SET state = 'running', attempts = attempts + 1, runs = runs + 1, lease_until = ?2
-                     WHERE seq = (SELECT seq FROM deliveries WHERE state = 'queued' AND next_attempt_at <= ?1
-                                  ORDER BY next_attempt_at, seq LIMIT 1)
+                     WHERE seq IN (SELECT seq FROM deliveries WHERE state = 'queued' AND next_attempt_at <= ?1
+                                   ORDER BY next_attempt_at, seq LIMIT ?3)
                      RETURNING delivery_id, event, hook_id, target_type, target_id, content_kind,
                                (SELECT body FROM bodies WHERE bodies.seq = deliveries.seq), received_at, attempts, runs",
                 )?
-                .query_row(params![now, lease_until], |r| {
+                .query_map(params![now, lease_until, limit], |r| {
                     Ok(StoredRow {
                         delivery_id: r.get(0)?,
                         event: r.get(1)?,
@@ -192,9 +195,9 @@ fn apply(conn: &Connection, op: &Op) -> rusqlite::Result<OpResult> {
                         attempts: r.get(8)?,
                         runs: r.get(9)?,
                     })
-                })
-                .optional()?;
-            Ok(OpResult::Claimed(row))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(OpResult::Claimed(rows))
         }
         Op::Finish { delivery_id, settle, now } => {
             let changed = match settle {
