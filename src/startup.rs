@@ -35,6 +35,9 @@ use crate::telemetry::metrics::Metrics;
 use crate::webhook::signature::SignatureVerifier;
 use crate::worker::{WorkerContext, WorkerPool};
 
+/// How long already-accepted connections get to reach a worker between
+/// pausing the accept loop and stopping the server.
+const ACCEPTED_SETTLE: Duration = Duration::from_millis(100);
 /// How often finished deliveries older than the retention are deleted.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
@@ -346,6 +349,11 @@ async fn prune_periodically(queue: Arc<dyn DeliveryQueue>, retention: Duration) 
 
 /// Step 3: close the listener and wait for in-flight requests.
 async fn stop_server(handle: ServerHandle, serving: tokio::task::JoinHandle<std::io::Result<()>>) {
+    // Stop accepting first, then let connections the accept thread has just
+    // taken reach their worker: stopping at once can close a worker before it
+    // picks up a connection handed to it a moment earlier, resetting it.
+    handle.pause().await;
+    tokio::time::sleep(ACCEPTED_SETTLE).await;
     handle.stop(true).await;
     match serving.await {
         Ok(Ok(())) => tracing::info!("HTTP server stopped"),
