@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the receive path: signature verification and the
-//! routing parse, on a small (`ping`), a typical (`push`, 7.3 KB) and a 1 MB
-//! payload; the full `serde_json::Value` parse for comparison.
+//! routing parse, on a small (`security_advisory`, 1.3 KB), a typical (`push`,
+//! 7.3 KB) and a 1 MB payload; the full `serde_json::Value` parse for comparison.
 //!
 //! `cargo bench --bench receive`
 
@@ -21,7 +21,7 @@ fn payload(size: &str) -> Bytes {
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/github-payloads");
     let read = |path: &str| std::fs::read(format!("{fixtures}/{path}")).expect("fixture");
     match size {
-        "small" => Bytes::from(read("ping/payload.json")),
+        "small" => Bytes::from(read("security_advisory/updated.payload.json")),
         "typical" => Bytes::from(read("push/payload.json")),
         _ => {
             // A push with enough commits to weigh 1 MB.
