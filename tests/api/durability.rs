@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use nix::sys::signal::Signal;
-use secrecy::SecretString;
 use tokio::sync::mpsc;
 use webhookd::{Delivery, GitHubApi, Handler, HandlerError};
 
@@ -17,26 +16,9 @@ use crate::helpers::*;
 use crate::lifecycle::{slow_github, start_commenting_daemon};
 use crate::process::*;
 
-/// The `issues.opened` fixture with its issue number set to `number`.
-fn issue_body(number: u64) -> Vec<u8> {
-    let mut payload: serde_json::Value =
-        serde_json::from_slice(&fixture("issues/opened.payload.json")).expect("fixture is JSON");
-    payload["issue"]["number"] = number.into();
-    serde_json::to_vec(&payload).expect("serialise")
-}
-
 async fn post_issue(http: &reqwest::Client, address: &str, number: u64, secret: &str) -> reqwest::Result<u16> {
-    let body = issue_body(number);
-    let signature = webhookd::webhook::signature::sign(&SecretString::from(secret), &body);
-    let response = http
-        .post(format!("{address}/webhook"))
-        .header("Content-Type", "application/json")
-        .header("X-GitHub-Event", "issues")
-        .header("X-GitHub-Delivery", uuid::Uuid::new_v4().to_string())
-        .header("X-Hub-Signature-256", signature)
-        .body(body)
-        .send()
-        .await?;
+    let id = uuid::Uuid::new_v4().to_string();
+    let response = signed_delivery(http, address, secret, "issues", &id, issue_body(number)).send().await?;
     Ok(response.status().as_u16())
 }
 

@@ -544,10 +544,13 @@ async fn a_delivery_whose_github_call_fails_retryably_goes_back_to_the_store_and
     let response = app.post_webhook("issues", crate::helpers::fixture("issues/opened.payload.json")).await;
     assert_eq!(response.status().as_u16(), 202);
     crate::helpers::receive_n(&mut processed, 1).await;
-    let metrics = app.get("/metrics").await.text().await.expect("metrics");
+    // The handler reports before its worker records the outcome: read the
+    // metrics once the drain has let the worker finish.
+    let registry = app.metrics.clone();
+    app.stop().await;
+    let metrics = registry.encode();
     assert!(metrics.contains(r#"webhookd_deliveries_processed_total{event="issues",outcome="retry"} 1"#), "{metrics}");
     assert!(metrics.contains(r#"webhookd_deliveries_processed_total{event="issues",outcome="ok"} 1"#), "{metrics}");
     assert!(metrics.contains(r#"webhookd_github_route_requests_total{method="POST",route="/repos/{owner}/{repo}/issues/{n}/comments",status="502"} 1"#), "{metrics}");
-    app.stop().await;
     github.verify().await;
 }

@@ -69,14 +69,7 @@ pub async fn spawn_app_in(data: Arc<tempfile::TempDir>, extra: &[(&str, &str)], 
 impl TestApp {
     /// A delivery request signed with the test secret.
     pub fn webhook(&self, event: &str, delivery_id: &str, body: Vec<u8>) -> reqwest::RequestBuilder {
-        let signature = signature::sign(&SecretString::from(TEST_SECRET), &body);
-        self.http
-            .post(format!("{}/webhook", self.address))
-            .header("Content-Type", "application/json")
-            .header("X-GitHub-Event", event)
-            .header("X-GitHub-Delivery", delivery_id)
-            .header("X-Hub-Signature-256", signature)
-            .body(body)
+        signed_delivery(&self.http, &self.address, TEST_SECRET, event, delivery_id, body)
     }
 
     /// Posts a signed delivery with a fresh id.
@@ -99,6 +92,33 @@ impl TestApp {
             .expect("app task did not panic")
             .expect("app stops cleanly")
     }
+}
+
+/// A delivery request to the daemon at `address`, signed with `secret` the
+/// way GitHub signs.
+pub fn signed_delivery(
+    http: &reqwest::Client,
+    address: &str,
+    secret: &str,
+    event: &str,
+    delivery_id: &str,
+    body: Vec<u8>,
+) -> reqwest::RequestBuilder {
+    let signature = signature::sign(&SecretString::from(secret), &body);
+    http.post(format!("{address}/webhook"))
+        .header("Content-Type", "application/json")
+        .header("X-GitHub-Event", event)
+        .header("X-GitHub-Delivery", delivery_id)
+        .header("X-Hub-Signature-256", signature)
+        .body(body)
+}
+
+/// The `issues.opened` fixture with its issue number set to `number`.
+pub fn issue_body(number: u64) -> Vec<u8> {
+    let mut payload: serde_json::Value =
+        serde_json::from_slice(&fixture("issues/opened.payload.json")).expect("fixture is JSON");
+    payload["issue"]["number"] = number.into();
+    serde_json::to_vec(&payload).expect("serialise")
 }
 
 pub fn fixtures_dir() -> PathBuf {

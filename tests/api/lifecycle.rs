@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use secrecy::SecretString;
 use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -13,18 +12,10 @@ use crate::process::*;
 
 /// A signed `issues.opened` delivery to a daemon at `address`; returns its status and id.
 pub async fn deliver(http: &reqwest::Client, address: &str) -> (u16, String) {
-    let body = fixture("issues/opened.payload.json");
     let id = uuid::Uuid::new_v4().to_string();
-    let response = http
-        .post(format!("{address}/webhook"))
-        .header("Content-Type", "application/json")
-        .header("X-GitHub-Event", "issues")
-        .header("X-GitHub-Delivery", &id)
-        .header("X-Hub-Signature-256", webhookd::webhook::signature::sign(&SecretString::from(TEST_SECRET), &body))
-        .body(body)
-        .send()
-        .await
-        .expect("delivery sent");
+    let body = fixture("issues/opened.payload.json");
+    let response =
+        signed_delivery(http, address, TEST_SECRET, "issues", &id, body).send().await.expect("delivery sent");
     (response.status().as_u16(), id)
 }
 

@@ -441,14 +441,8 @@ async fn sighup_with_a_broken_file_keeps_the_old_rules() {
     let deliver = |address: String| {
         let http = http.clone();
         async move {
-            let body = fixture("issues/opened.payload.json");
-            let signature = webhookd::webhook::signature::sign(&SecretString::from(TEST_SECRET), &body);
-            http.post(format!("{address}/webhook"))
-                .header("Content-Type", "application/json")
-                .header("X-GitHub-Event", "issues")
-                .header("X-GitHub-Delivery", uuid::Uuid::new_v4().to_string())
-                .header("X-Hub-Signature-256", signature)
-                .body(body)
+            let id = uuid::Uuid::new_v4().to_string();
+            signed_delivery(&http, &address, TEST_SECRET, "issues", &id, fixture("issues/opened.payload.json"))
                 .send()
                 .await
                 .expect("sent")

@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::signal::Signal;
-use secrecy::SecretString;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::net::UnixDatagram;
 use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
@@ -98,14 +97,7 @@ async fn notifies_ready_watchdog_and_stopping_and_the_watchdog_stops_when_worker
 
     // Wedge the only worker on a GitHub call that never answers.
     let body = fixture("issues/opened.payload.json");
-    let signature = webhookd::webhook::signature::sign(&SecretString::from(TEST_SECRET), &body);
-    let response = reqwest::Client::new()
-        .post(format!("{}/webhook", daemon.address))
-        .header("Content-Type", "application/json")
-        .header("X-GitHub-Event", "issues")
-        .header("X-GitHub-Delivery", "wedge-1")
-        .header("X-Hub-Signature-256", signature)
-        .body(body)
+    let response = signed_delivery(&reqwest::Client::new(), &daemon.address, TEST_SECRET, "issues", "wedge-1", body)
         .send()
         .await
         .expect("sent");
@@ -183,17 +175,8 @@ async fn socket_activation_serves_the_inherited_socket_and_a_restart_refuses_no_
             let mut number = 0u64;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 number += 1;
-                let mut payload: Value = serde_json::from_slice(&fixture("issues/opened.payload.json")).expect("json");
-                payload["issue"]["number"] = number.into();
-                let body = serde_json::to_vec(&payload).expect("json");
-                let signature = webhookd::webhook::signature::sign(&SecretString::from(TEST_SECRET), &body);
-                let answer = http
-                    .post(format!("{address}/webhook"))
-                    .header("Content-Type", "application/json")
-                    .header("X-GitHub-Event", "issues")
-                    .header("X-GitHub-Delivery", uuid::Uuid::new_v4().to_string())
-                    .header("X-Hub-Signature-256", signature)
-                    .body(body)
+                let id = uuid::Uuid::new_v4().to_string();
+                let answer = signed_delivery(&http, &address, TEST_SECRET, "issues", &id, issue_body(number))
                     .send()
                     .await
                     .map(|r| r.status().as_u16())
