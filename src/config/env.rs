@@ -33,7 +33,12 @@ impl Env {
                 vars.insert(key, value);
             }
         }
-        vars.extend(std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))));
+        // An empty variable counts as unset, so it does not hide the file's value.
+        vars.extend(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .filter(|(_, v)| !v.is_empty()),
+        );
         Ok(Self { vars })
     }
 

@@ -316,6 +316,13 @@ fn parse_api_url(env: &Env) -> Result<Url, ConfigError> {
 
 fn read_credential(env: &Env) -> Result<Option<GitHubCredential>, ConfigError> {
     let token = secrets::read_one(env, "WEBHOOKD_GITHUB_TOKEN", "WEBHOOKD_GITHUB_TOKEN_FILE")?;
+    // It goes into an Authorization header: refuse now what a header cannot hold.
+    if token.as_ref().is_some_and(|t| !secrecy::ExposeSecret::expose_secret(t).bytes().all(|b| b.is_ascii_graphic())) {
+        return Err(ConfigError::invalid(
+            "WEBHOOKD_GITHUB_TOKEN",
+            "contains spaces or characters not allowed in an HTTP header (is the file's content only the token?)",
+        ));
+    }
     let app_id = env.get("WEBHOOKD_GITHUB_APP_ID");
     let key_file = env.get("WEBHOOKD_GITHUB_APP_KEY_FILE");
     match (token, app_id, key_file) {

@@ -356,17 +356,22 @@ impl<'a> GitHubApi<'a> {
     /// same shared client, with `headers`. Dry run: logged, not sent. Not
     /// retried here: the delivery's own retry covers it.
     pub async fn forward(&self, url: &str, headers: &[(String, String)], body: Bytes) -> Result<Reply, GitHubError> {
+        // The URL may carry credentials (user:pass@, ?token=): logs and errors
+        // show it without them.
+        let shown = redact_url(url);
         if self.is_dry_run() {
-            tracing::info!(url, bytes = body.len(), "dry run: forward not sent (no credential configured)");
+            tracing::info!(url = shown, bytes = body.len(), "dry run: forward not sent (no credential configured)");
             return Ok(Reply::DryRun);
         }
-        let mut request = self.github.http.post(url).body(body);
+        let url_for_errors = shown.clone();
+        let url = url.to_owned();
+        let mut request = self.github.http.post(&url).body(body);
         for (name, value) in headers {
             request = request.header(name.as_str(), value.as_str());
         }
         let transport = |e: reqwest::Error| GitHubError::Transport {
             method: "POST".into(),
-            path: url.to_owned(),
+            path: url_for_errors.clone(),
             source: e.without_url(),
         };
         let response = request.send().await.map_err(transport)?;
@@ -377,7 +382,7 @@ impl<'a> GitHubApi<'a> {
         }
         Err(GitHubError::Status {
             method: "POST".into(),
-            path: url.to_owned(),
+            path: shown,
             status,
             message: error_message(&body),
             rate_limited: false,
@@ -411,6 +416,19 @@ impl<'a> GitHubApi<'a> {
                 }
             }
         })
+    }
+}
+
+/// `url` without userinfo and query, for logs and errors.
+fn redact_url(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.set_query(None);
+            parsed.to_string()
+        }
+        Err(_) => "(invalid URL)".to_owned(),
     }
 }
 
@@ -481,6 +499,11 @@ mod tests {
             "/repos/{owner}/{repo}/statuses/{sha}"
         );
         assert_eq!(route_template("/repos/o/r/issues?page=2"), "/repos/{owner}/{repo}/issues");
+    }
+
+    #[test]
+    fn forward_urls_are_shown_without_credentials() {
+        assert_eq!(redact_url("https://user:pw@hooks.example/in?token=s3cret"), "https://hooks.example/in");
     }
 
     #[test]

@@ -18,6 +18,9 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 const SECONDARY_DEFAULT_PAUSE: Duration = Duration::from_secs(60);
 /// Longest pause webhookd imposes itself for repeated secondary limits.
 const SECONDARY_MAX_PAUSE: Duration = Duration::from_secs(15 * 60);
+/// Longest wait webhookd accepts from a `retry-after` or a reset time; GitHub's
+/// hourly window bounds real values, anything beyond is a broken header.
+const MAX_HONOURED_WAIT: Duration = Duration::from_secs(3600);
 /// Margin added to a primary reset time, for clock skew.
 const RESET_MARGIN: Duration = Duration::from_secs(1);
 
@@ -124,21 +127,23 @@ impl Limiter {
         if remaining.is_some() {
             state.remaining = remaining;
         }
-        let limited = matches!(status.as_u16(), 403 | 429);
-        let secondary =
-            limited && (retry_after.is_some() || message.to_ascii_lowercase().contains("secondary rate limit"));
+        // A 429 is always a rate limit; a 403 only when it says so.
+        let secondary = status == StatusCode::TOO_MANY_REQUESTS && remaining != Some(0)
+            || status == StatusCode::FORBIDDEN
+                && (retry_after.is_some() || message.to_ascii_lowercase().contains("secondary rate limit"));
         let pause = if secondary {
             let strikes = state.secondary_strikes;
             state.secondary_strikes = strikes.saturating_add(1);
-            let base = retry_after.map_or(SECONDARY_DEFAULT_PAUSE, Duration::from_secs);
+            let base = retry_after.map_or(SECONDARY_DEFAULT_PAUSE, Duration::from_secs).min(MAX_HONOURED_WAIT);
             // Repeats double the pause: GitHub asks for exponentially longer waits.
             let length = base.saturating_mul(1 << strikes.min(10)).min(SECONDARY_MAX_PAUSE.max(base));
             Some(Pause { reason: PauseReason::Secondary, length })
         } else if remaining == Some(0) {
             let until_reset = reset
-                .map(|at| UNIX_EPOCH + Duration::from_secs(at))
+                .and_then(|at| UNIX_EPOCH.checked_add(Duration::from_secs(at)))
                 .and_then(|at| at.duration_since(SystemTime::now()).ok())
-                .unwrap_or(SECONDARY_DEFAULT_PAUSE);
+                .unwrap_or(SECONDARY_DEFAULT_PAUSE)
+                .min(MAX_HONOURED_WAIT);
             Some(Pause { reason: PauseReason::Primary, length: until_reset + RESET_MARGIN })
         } else {
             if status.is_success() {
@@ -183,6 +188,21 @@ mod tests {
         limiter.observe(StatusCode::OK, &headers(&[]), "");
         let fresh = limiter.observe(forbidden, &headers(&[("retry-after", "3")]), "").expect("pause");
         assert_eq!(fresh.length, Duration::from_secs(3), "a success resets the doubling");
+    }
+
+    #[test]
+    fn absurd_header_values_are_clamped_not_obeyed() {
+        let limiter = Limiter::new(10, Duration::ZERO);
+        let huge = u64::MAX.to_string();
+        let pause = limiter.observe(StatusCode::FORBIDDEN, &headers(&[("retry-after", &huge)]), "").expect("pause");
+        assert_eq!(pause.length, MAX_HONOURED_WAIT);
+        let other = Limiter::new(10, Duration::ZERO);
+        let pause = other
+            .observe(StatusCode::OK, &headers(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", &huge)]), "")
+            .expect("pause");
+        assert!(pause.length <= MAX_HONOURED_WAIT + RESET_MARGIN);
+        let plain = Limiter::new(10, Duration::ZERO);
+        assert!(plain.observe(StatusCode::TOO_MANY_REQUESTS, &headers(&[]), "").is_some(), "a 429 is a rate limit");
     }
 
     #[test]

@@ -193,3 +193,19 @@ async fn sqlite_open_errors_name_the_path() {
         .expect("unwritable folder fails");
     assert!(err.to_string().contains("/proc/webhookd.db"), "{err}");
 }
+
+#[tokio::test]
+async fn memory_close_gives_waiting_retries_their_attempt_within_the_drain() {
+    let retry = RetryPolicy { max_attempts: 3, base: Duration::from_secs(3600) };
+    let q = MemoryQueue::new(10, Duration::from_secs(3600), retry);
+    q.enqueue(delivery("later")).await.expect("queued");
+    let first = next(&q).await;
+    assert!(matches!(q.finish(&first, Outcome::Retry("502".into())).await, Settled::Retrying(_)));
+    q.close();
+    // Not lost with the process: handed out now, although due in an hour.
+    let again = next(&q).await;
+    assert_eq!((again.id().as_str(), again.attempt), ("later", 2));
+    q.finish(&again, Outcome::Ok).await;
+    assert!(q.next().await.is_none());
+    assert!(q.abandon(&[]).await.lost.is_empty());
+}

@@ -20,7 +20,9 @@ impl DedupWindow {
         Self { window, max_ids: max_ids.max(1), seen: HashSet::new(), order: VecDeque::new() }
     }
 
-    pub fn contains(&self, id: &DeliveryId) -> bool {
+    /// Whether `id` was accepted within the window (as of `now`).
+    pub fn contains(&mut self, id: &DeliveryId, now: Instant) -> bool {
+        self.expire(now);
         self.seen.contains(id)
     }
 
@@ -69,10 +71,10 @@ mod tests {
         let start = Instant::now();
         let mut d = DedupWindow::new(Duration::from_secs(60), 10);
         d.insert(id("a"), start);
-        assert!(d.contains(&id("a")));
+        assert!(d.contains(&id("a"), start));
+        assert!(!d.contains(&id("a"), start + Duration::from_secs(61)), "a is older than the window");
         d.insert(id("b"), start + Duration::from_secs(61));
-        assert!(!d.contains(&id("a")), "a is older than the window");
-        assert!(d.contains(&id("b")));
+        assert!(d.contains(&id("b"), start + Duration::from_secs(61)));
     }
 
     #[test]
@@ -83,7 +85,7 @@ mod tests {
             d.insert(id(name), now);
         }
         assert_eq!(d.len(), 3);
-        assert!(!d.contains(&id("a")));
-        assert!(d.contains(&id("d")));
+        assert!(!d.contains(&id("a"), now));
+        assert!(d.contains(&id("d"), now));
     }
 }

@@ -84,7 +84,7 @@ impl DeliveryQueue for MemoryQueue {
         if state.closed {
             return Err(EnqueueError::Closed);
         }
-        if state.seen.contains(delivery.id()) {
+        if state.seen.contains(delivery.id(), Instant::now()) {
             return Ok(Enqueued::Duplicate);
         }
         if state.waiting() >= self.capacity {
@@ -172,7 +172,10 @@ impl DeliveryQueue for MemoryQueue {
     fn close(&self) {
         let mut state = self.state();
         state.closed = true;
-        // Retries scheduled for later cannot wait for a process that is exiting.
+        // Retries scheduled for later cannot wait for a process that is
+        // exiting: they get their next attempt now, within the drain.
+        let delayed: Vec<Delivery> = state.delayed.drain(..).map(|(_, d)| d).collect();
+        state.ready.extend(delayed);
         drop(state);
         self.notify.notify_waiters();
     }

@@ -232,7 +232,13 @@ impl SqliteQueue {
         }
         let mut deliveries = deliveries.into_iter();
         let first = deliveries.next();
-        self.claimed.lock().unwrap_or_else(PoisonError::into_inner).extend(deliveries);
+        let mut claimed = self.claimed.lock().unwrap_or_else(PoisonError::into_inner);
+        claimed.extend(deliveries);
+        if !claimed.is_empty() {
+            // Idle workers take the rest at once instead of at the next poll.
+            self.shared.wake_workers();
+        }
+        drop(claimed);
         Ok(first)
     }
 
@@ -361,11 +367,12 @@ impl DeliveryQueue for SqliteQueue {
     }
 
     async fn abandon(&self, interrupted: &[DeliveryId]) -> Abandoned {
-        let mut delivery_ids: Vec<String> = interrupted.iter().map(ToString::to_string).collect();
-        // Claimed but never started: back to the queue as well.
-        delivery_ids
-            .extend(self.claimed.lock().unwrap_or_else(PoisonError::into_inner).drain(..).map(|d| d.id().to_string()));
-        match self.call(Op::RequeueRunning { delivery_ids }).await {
+        let delivery_ids: Vec<String> = interrupted.iter().map(ToString::to_string).collect();
+        // Claimed but never started: back to the queue as if never claimed.
+        let unstarted: Vec<String> =
+            self.claimed.lock().unwrap_or_else(PoisonError::into_inner).drain(..).map(|d| d.id().to_string()).collect();
+        let unclaimed = self.call(Op::RequeueRunning { delivery_ids: unstarted, never_started: true }).await;
+        match unclaimed.and(self.call(Op::RequeueRunning { delivery_ids, never_started: false }).await) {
             Ok(_) => Abandoned { lost: Vec::new(), kept: self.depth() },
             Err(e) => {
                 // Still safe: rows left `running` are queued again at the next start.
@@ -404,7 +411,7 @@ impl DeliveryQueue for SqliteQueue {
         drop(self.commands.lock().unwrap_or_else(PoisonError::into_inner).take());
         let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(writer) = writer {
-            if tokio::task::spawn_blocking(move || writer.join()).await.is_err() {
+            if !matches!(tokio::task::spawn_blocking(move || writer.join()).await, Ok(Ok(()))) {
                 tracing::error!("the store writer thread failed");
             }
         }

@@ -67,8 +67,11 @@ pub(super) enum Op {
         settle: Settle,
         now: i64,
     },
+    /// Back to `queued`. `never_started`: claimed but never handed to the
+    /// handler, so the claim's attempt and run are taken back too.
     RequeueRunning {
         delivery_ids: Vec<String>,
+        never_started: bool,
     },
     Prune {
         finished_before: i64,
@@ -222,13 +225,16 @@ fn apply(conn: &Connection, op: &Op) -> rusqlite::Result<OpResult> {
             };
             Ok(OpResult::Count(changed))
         }
-        Op::RequeueRunning { delivery_ids } => {
+        Op::RequeueRunning { delivery_ids, never_started } => {
             let mut statement = conn.prepare_cached(
-                "UPDATE deliveries SET state = 'queued', lease_until = NULL WHERE delivery_id = ?1 AND state = 'running'",
+                "UPDATE deliveries SET state = 'queued', lease_until = NULL,
+                     attempts = attempts - ?2, runs = runs - ?2
+                 WHERE delivery_id = ?1 AND state = 'running'",
             )?;
+            let undo = i64::from(*never_started);
             let mut count = 0;
             for id in delivery_ids {
-                count += statement.execute(params![id])?;
+                count += statement.execute(params![id, undo])?;
             }
             Ok(OpResult::Count(count))
         }
