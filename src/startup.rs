@@ -38,6 +38,8 @@ use crate::worker::{WorkerContext, WorkerPool};
 /// How long already-accepted connections get to reach a worker between
 /// pausing the accept loop and stopping the server.
 const ACCEPTED_SETTLE: Duration = Duration::from_millis(100);
+/// Longest wait for the HTTP server to answer a pause command.
+const SERVER_COMMAND_LIMIT: Duration = Duration::from_secs(2);
 /// How often finished deliveries older than the retention are deleted.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
@@ -352,10 +354,20 @@ async fn stop_server(handle: ServerHandle, serving: tokio::task::JoinHandle<std:
     // Stop accepting first, then let connections the accept thread has just
     // taken reach their worker: stopping at once can close a worker before it
     // picks up a connection handed to it a moment earlier, resetting it.
-    handle.pause().await;
+    if tokio::time::timeout(SERVER_COMMAND_LIMIT, handle.pause()).await.is_err() {
+        tracing::warn!("pausing the HTTP server did not complete; stopping it anyway");
+    }
     tokio::time::sleep(ACCEPTED_SETTLE).await;
-    handle.stop(true).await;
-    match serving.await {
+    // The graceful stop itself is bounded by `http::GRACEFUL_STOP`; this is a
+    // guard so that shutdown always proceeds to the store and the client.
+    if tokio::time::timeout(SERVER_COMMAND_LIMIT + Duration::from_secs(5), handle.stop(true)).await.is_err() {
+        tracing::warn!("the HTTP server did not stop in time; going on with the shutdown");
+    }
+    let Ok(served) = tokio::time::timeout(SERVER_COMMAND_LIMIT, serving).await else {
+        tracing::warn!("the HTTP server task did not end in time");
+        return;
+    };
+    match served {
         Ok(Ok(())) => tracing::info!("HTTP server stopped"),
         Ok(Err(e)) => tracing::error!(error = %e, "HTTP server stopped with an error"),
         Err(e) => tracing::error!(error = %e, "HTTP server task failed"),
