@@ -246,9 +246,10 @@ impl Application {
             let _ = reloading.await;
         }
         if let Some(result) = server_failed {
-            readiness.start_draining();
-            queue.close();
-            let _ = workers.drain(shutdown_timeout).await;
+            crate::systemd::notify_stopping();
+            // The same drain as a requested stop: what cannot finish is
+            // reported (and, with the durable store, kept).
+            drain(workers, queue.as_ref(), &readiness, shutdown_timeout).await;
             supervising.abort();
             let _ = supervising.await;
             queue.shutdown().await;

@@ -48,6 +48,10 @@ const CLAIM_BATCH: usize = 32;
 /// then wakes once per batch, not once per delivery. Delays processing, never
 /// the acknowledgement.
 pub(crate) const LINGER: Duration = Duration::from_millis(1);
+/// Tries to record one outcome before leaving it to crash recovery.
+const OUTCOME_TRIES: u32 = 5;
+/// Wait after the first failed try to record an outcome; doubles each time.
+const OUTCOME_RETRY_FIRST_WAIT: Duration = Duration::from_millis(200);
 /// How long SQLite waits on another connection's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -347,8 +351,23 @@ impl DeliveryQueue for SqliteQueue {
         // Waiting for the commit also paces processing: on a shared core,
         // unpaced outcomes crowd out the accepts in the writer (measured: not
         // waiting cost a quarter of the accept throughput).
-        if let Err(e) = self.call(Op::Finish { delivery_id, settle, now }).await {
-            tracing::error!(delivery.id = %delivery.id(), error = %e, "recording the outcome failed; the delivery will run again after a restart");
+        // A failed commit (the database briefly locked by an operator's
+        // command, say) is tried again before falling back on crash recovery,
+        // which would run the delivery again at the next start.
+        let mut wait = OUTCOME_RETRY_FIRST_WAIT;
+        for attempt in 1..=OUTCOME_TRIES {
+            let op = Op::Finish { delivery_id: delivery_id.clone(), settle: settle.clone(), now };
+            match self.call(op).await {
+                Ok(_) | Err(StoreError::Stopped) => break,
+                Err(e) if attempt < OUTCOME_TRIES => {
+                    tracing::warn!(delivery.id = %delivery.id(), error = %e, attempt, "recording the outcome failed; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                Err(e) => {
+                    tracing::error!(delivery.id = %delivery.id(), error = %e, "recording the outcome failed; the delivery will run again after a restart")
+                }
+            }
         }
         settled
     }

@@ -48,6 +48,7 @@ pub(super) struct StoredRow {
 }
 
 /// How processing ended, as written to the row.
+#[derive(Clone)]
 pub(super) enum Settle {
     Done,
     RetryAt { at: i64, error: String },
