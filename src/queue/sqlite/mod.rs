@@ -9,27 +9,30 @@
 //! takes no lock, and the daemon polls for rows it requeued.
 
 pub mod admin;
+mod connection;
+mod rows;
 mod writer;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use nix::fcntl::{Flock, FlockArg};
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::Connection;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::{Abandoned, DeliveryQueue, EnqueueError, Enqueued, Outcome, Settled, StateCounts};
 use crate::delivery::{Delivery, DeliveryId};
 use crate::retry::RetryPolicy;
 use crate::telemetry::metrics::Metrics;
-use crate::webhook::body::ContentKind;
-use crate::webhook::headers::{EventName, GitHubHeaders};
-use writer::{Command, NewRow, Op, OpResult, Settle, StoredRow};
+use connection::lock_path;
+pub(crate) use connection::{describe, open_connection};
+use rows::{content_kind_name, restore, unix_ms};
+pub(crate) use rows::{now_ms, prune_finished};
+use writer::{Command, NewRow, Op, OpResult, Settle};
 
 /// The schema, applied at every open (idempotent).
 const SCHEMA: &str = include_str!("schema.sql");
@@ -449,94 +452,4 @@ impl DeliveryQueue for SqliteQueue {
     fn describe(&self) -> String {
         format!("sqlite:{}", self.path.display())
     }
-}
-
-/// `PATH.lock` beside the database.
-fn lock_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(".lock");
-    path.with_file_name(name)
-}
-
-/// Opens a connection with the pragmas every connection needs.
-pub(crate) fn open_connection(path: &Path, create: bool) -> Result<Connection, String> {
-    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    if create {
-        flags |= OpenFlags::SQLITE_OPEN_CREATE;
-    }
-    let conn = Connection::open_with_flags(path, flags).map_err(|e| describe(&e))?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| describe(&e))?;
-    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(|e| describe(&e))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(format!("cannot switch the database to WAL mode (got {mode})"));
-    }
-    conn.pragma_update(None, "synchronous", "FULL").map_err(|e| describe(&e))?;
-    Ok(conn)
-}
-
-/// A readable reason for an SQLite error.
-fn describe(e: &rusqlite::Error) -> String {
-    match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::NotADatabase) => {
-            "not a webhookd database (the file is corrupt or of another kind)".into()
-        }
-        Some(rusqlite::ErrorCode::DatabaseCorrupt) => "the database file is corrupt".into(),
-        Some(rusqlite::ErrorCode::CannotOpen) => {
-            "cannot open or create the database file (check the folder exists and is writable)".into()
-        }
-        Some(rusqlite::ErrorCode::ReadOnly) => {
-            "the database is read-only (check the file's and folder's permissions)".into()
-        }
-        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
-            "the database is locked by another process".into()
-        }
-        _ => e.to_string(),
-    }
-}
-
-fn content_kind_name(kind: ContentKind) -> &'static str {
-    match kind {
-        ContentKind::Json => "json",
-        ContentKind::Form => "form",
-    }
-}
-
-/// Rebuilds a delivery from its row; on failure, its id and the reason.
-fn restore(row: StoredRow) -> Result<Delivery, (String, String)> {
-    let fail = |reason: String| (row.delivery_id.clone(), reason);
-    let headers = GitHubHeaders {
-        event: EventName::parse(&row.event).map_err(|e| fail(e.to_string()))?,
-        delivery_id: DeliveryId::parse(&row.delivery_id).map_err(|e| fail(e.to_string()))?,
-        hook_id: row.hook_id.clone(),
-        target_type: row.target_type.clone(),
-        target_id: row.target_id.clone(),
-    };
-    let kind = match row.content_kind.as_str() {
-        "form" => ContentKind::Form,
-        _ => ContentKind::Json,
-    };
-    let received_at = UNIX_EPOCH + Duration::from_millis(u64::try_from(row.received_at).unwrap_or(0));
-    let mut delivery =
-        Delivery::from_verified(headers, kind, Bytes::from(row.body.clone())).map_err(|e| fail(e.to_string()))?;
-    delivery.received_at = received_at;
-    delivery.attempt = row.attempts;
-    delivery.first_run = row.runs <= 1;
-    Ok(delivery)
-}
-
-/// Deletes finished (done or dead) deliveries, with their bodies, that
-/// finished before `finished_before`; returns how many.
-pub(crate) fn prune_finished(conn: &Connection, finished_before: i64) -> rusqlite::Result<usize> {
-    const FINISHED: &str = "state IN ('done', 'dead') AND finished_at < ?1";
-    conn.prepare_cached(&format!("DELETE FROM bodies WHERE seq IN (SELECT seq FROM deliveries WHERE {FINISHED})"))?
-        .execute(params![finished_before])?;
-    conn.prepare_cached(&format!("DELETE FROM deliveries WHERE {FINISHED}"))?.execute(params![finished_before])
-}
-
-pub(crate) fn now_ms() -> i64 {
-    unix_ms(SystemTime::now())
-}
-
-fn unix_ms(at: SystemTime) -> i64 {
-    at.duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
 }

@@ -1,0 +1,51 @@
+//! Opening the database: the connection settings every connection needs,
+//! the ownership lock's path, and readable reasons for SQLite's errors.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::BUSY_TIMEOUT;
+
+/// `PATH.lock` beside the database.
+pub(super) fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".lock");
+    path.with_file_name(name)
+}
+
+/// Opens a connection with the pragmas every connection needs.
+pub(crate) fn open_connection(path: &Path, create: bool) -> Result<Connection, String> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| describe(&e))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| describe(&e))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(|e| describe(&e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(format!("cannot switch the database to WAL mode (got {mode})"));
+    }
+    conn.pragma_update(None, "synchronous", "FULL").map_err(|e| describe(&e))?;
+    Ok(conn)
+}
+
+/// A readable reason for an SQLite error.
+pub(crate) fn describe(e: &rusqlite::Error) -> String {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase) => {
+            "not a webhookd database (the file is corrupt or of another kind)".into()
+        }
+        Some(rusqlite::ErrorCode::DatabaseCorrupt) => "the database file is corrupt".into(),
+        Some(rusqlite::ErrorCode::CannotOpen) => {
+            "cannot open or create the database file (check the folder exists and is writable)".into()
+        }
+        Some(rusqlite::ErrorCode::ReadOnly) => {
+            "the database is read-only (check the file's and folder's permissions)".into()
+        }
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            "the database is locked by another process".into()
+        }
+        _ => e.to_string(),
+    }
+}
