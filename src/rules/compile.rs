@@ -24,7 +24,9 @@ struct Checker<'a> {
     path: &'a Path,
     source: &'a str,
     env: &'a Env,
-    templates: &'a Environment<'static>,
+    /// Compiled templates are registered here, once, by a generated name.
+    templates: &'a mut Environment<'static>,
+    template_count: usize,
     errors: Vec<RulesError>,
 }
 
@@ -32,13 +34,13 @@ pub(super) fn compile(
     path: &Path,
     source: &str,
     env: &Env,
-    templates: &Environment<'static>,
+    templates: &mut Environment<'static>,
 ) -> Result<Vec<Rule>, Vec<RulesError>> {
     let raw: RawFile = toml::from_str(source).map_err(|e| {
         let offset = e.span().map_or(0, |s| s.start);
         vec![RulesError::at(path, source, offset, e.message().trim().to_owned())]
     })?;
-    let mut checker = Checker { path, source, env, templates, errors: Vec::new() };
+    let mut checker = Checker { path, source, env, templates, template_count: 0, errors: Vec::new() };
     let mut names = std::collections::HashSet::new();
     let mut rules = Vec::new();
     for raw_rule in raw.rules {
@@ -145,13 +147,15 @@ impl Checker<'_> {
     }
 
     fn template(&mut self, source: &Spanned<String>, key: &str) -> Template {
-        if let Err(e) = self.templates.template_from_str(source.get_ref()) {
+        let name = format!("t{}", self.template_count);
+        self.template_count += 1;
+        if let Err(e) = self.templates.add_template_owned(name.clone(), source.get_ref().clone()) {
             self.error(
                 source.span().start,
                 format!("`{key}` template does not compile: {e} (write text with {{{{ payload.field }}}} placeholders, e.g. \"Thanks @{{{{ sender.login }}}}!\")"),
             );
         }
-        Template(source.get_ref().clone())
+        Template { name, source: source.get_ref().clone() }
     }
 
     fn templates_of(&mut self, list: &[Spanned<String>], key: &str) -> Vec<Template> {

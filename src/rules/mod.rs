@@ -55,9 +55,13 @@ pub struct Rule {
     pub actions: Vec<Action>,
 }
 
-/// A template source, checked to compile.
+/// A template, compiled once when the rules load and kept, by `name`, in the
+/// rule set's environment; `source` is kept for messages.
 #[derive(Debug, Clone)]
-pub struct Template(pub String);
+pub struct Template {
+    name: String,
+    pub source: String,
+}
 
 pub enum Action {
     Comment(Template),
@@ -111,13 +115,13 @@ impl RuleSet {
     pub fn parse(path: &Path, source: &str, env: &Env) -> Result<Self, Vec<RulesError>> {
         let mut template_env = Environment::new();
         template_env.set_undefined_behavior(UndefinedBehavior::Strict);
-        let rules = compile::compile(path, source, env, &template_env)?;
+        let rules = compile::compile(path, source, env, &mut template_env)?;
         Ok(Self { path: path.to_path_buf(), rules, env: template_env })
     }
 
-    /// Renders a template against a delivery's context.
+    /// Renders a template (compiled at load) against a delivery's context.
     pub fn render(&self, template: &Template, ctx: &minijinja::Value) -> Result<String, minijinja::Error> {
-        self.env.render_str(&template.0, ctx)
+        self.env.get_template(&template.name)?.render(ctx)
     }
 
     /// Evaluates an expression against a delivery's context.

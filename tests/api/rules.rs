@@ -255,8 +255,6 @@ async fn filters_keep_other_deliveries_out() {
     let mut bot: Value = serde_json::from_slice(&fixture("issues/opened.payload.json")).expect("json");
     bot["sender"]["login"] = json!("renovate[bot]");
     bot["sender"]["type"] = json!("Bot");
-    let dir = tempfile::tempdir().expect("dir");
-    std::fs::create_dir_all(dir.path().join("issues")).expect("dir");
     let (_rules_dir, file) = rules_file(
         "[[rule]]\nname = \"humans\"\non = \"issues\"\nskip_bots = true\n[[rule.actions]]\nadd_labels = [\"x\"]\n",
     );
