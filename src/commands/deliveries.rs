@@ -65,7 +65,10 @@ fn run(
                 eprintln!("webhookd: no delivery {id:?} in the store");
                 return Ok(ExitCode::from(EXIT_RUNTIME));
             };
-            let payload = payload_value(&detail.body, &detail.content_kind);
+            let payload = match &detail.body {
+                Ok(body) => payload_value(body, &detail.content_kind),
+                Err(_) => Value::Null,
+            };
             if *json {
                 let mut value = serde_json::to_value(&detail).unwrap_or(Value::Null);
                 value["payload"] = payload;
@@ -90,8 +93,14 @@ fn run(
                     detail.target_type.as_deref().unwrap_or("-"),
                     detail.target_id.as_deref().unwrap_or("")
                 );
-                out!("content type  {} ({} bytes as received)", detail.content_kind, detail.body.len());
-                out!("payload:\n{}", serde_json::to_string_pretty(&payload).unwrap_or_default());
+                if let Ok(body) = &detail.body {
+                    out!("content type  {} ({} bytes as received)", detail.content_kind, body.len());
+                    out!("payload:\n{}", serde_json::to_string_pretty(&payload).unwrap_or_default());
+                }
+            }
+            if let Err(reason) = &detail.body {
+                eprintln!("webhookd: delivery {id:?}: {reason}");
+                return Ok(ExitCode::from(EXIT_RUNTIME));
             }
         }
         DeliveriesCommand::Replay { ids, status } => {

@@ -43,7 +43,8 @@ fn memory(capacity: usize) -> Backend {
 
 fn sqlite(capacity: usize) -> Backend {
     let dir = tempfile::tempdir().expect("tempdir");
-    let options = SqliteOptions { capacity, retry: RETRY };
+    let options =
+        SqliteOptions { capacity, retry: RETRY, body_segment_bytes: crate::queue::sqlite::DEFAULT_SEGMENT_BYTES };
     let queue = SqliteQueue::open(&dir.path().join("q.db"), options, Arc::new(Metrics::new())).expect("opens");
     Backend { queue: Arc::new(queue), _dir: Some(dir) }
 }
@@ -153,7 +154,8 @@ store_contract_tests!(sqlite);
 async fn sqlite_keeps_deliveries_across_reopen_and_requeues_what_was_running() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("q.db");
-    let options = SqliteOptions { capacity: 10, retry: RETRY };
+    let options =
+        SqliteOptions { capacity: 10, retry: RETRY, body_segment_bytes: crate::queue::sqlite::DEFAULT_SEGMENT_BYTES };
     let q = SqliteQueue::open(&path, options.clone(), Arc::new(Metrics::new())).expect("opens");
     q.enqueue(delivery("x")).await.expect("queued");
     q.enqueue(delivery("y")).await.expect("queued");
@@ -170,19 +172,112 @@ async fn sqlite_keeps_deliveries_across_reopen_and_requeues_what_was_running() {
     let q = SqliteQueue::open(&path, options, Arc::new(Metrics::new())).expect("reopens");
     assert_eq!(q.depth(), 2, "x was requeued, y still waits");
     assert_eq!(q.enqueue(delivery("x")).await, Ok(Enqueued::Duplicate), "dedup survives the restart");
+    // With a backlog on disk, a new delivery queues behind it instead of
+    // being handed to a worker at once.
+    q.enqueue(delivery("z")).await.expect("queued");
     let again = next(&q).await;
     assert_eq!((again.id().as_str(), again.attempt), ("x", 2));
     assert!(!again.first_run, "a delivery that ran before knows it");
     assert_eq!(again.raw, delivery("x").raw, "stored exactly as received");
+    let after = [next(&q).await, next(&q).await];
+    assert_eq!(after.each_ref().map(|d| d.id().as_str()), ["y", "z"], "oldest first");
+    assert_eq!(after[1].raw, delivery("z").raw);
     q.shutdown().await;
 }
+
+#[tokio::test]
+async fn sqlite_prune_deletes_body_log_segments_no_delivery_needs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // One-byte segments: every commit that stores a body starts a new one.
+    let options = SqliteOptions { capacity: 10, retry: RETRY, body_segment_bytes: 1 };
+    let q = SqliteQueue::open(&dir.path().join("q.db"), options, Arc::new(Metrics::new())).expect("opens");
+    for id in ["a", "b"] {
+        q.enqueue(delivery(id)).await.expect("queued");
+        let d = next(&q).await;
+        assert_eq!(q.finish(&d, Outcome::Ok).await, Settled::Done);
+    }
+    let segments = || std::fs::read_dir(dir.path().join("q.db.bodies")).expect("body log").count();
+    assert_eq!(segments(), 2);
+    // c is not finished: its segment must survive the prune.
+    q.enqueue(delivery("c")).await.expect("queued");
+    assert_eq!(segments(), 3);
+
+    let finished = crate::queue::sqlite::now_ms();
+    while crate::queue::sqlite::now_ms() <= finished {
+        std::thread::yield_now(); // the clock must pass the finish times
+    }
+    assert_eq!(q.prune(Duration::ZERO).await, 2);
+    assert_eq!(segments(), 1, "a's and b's segments are gone");
+    let c = next(&q).await;
+    assert_eq!(c.raw, delivery("c").raw, "c's body is intact");
+    q.finish(&c, Outcome::Ok).await;
+    q.enqueue(delivery("d")).await.expect("queued");
+    let d = next(&q).await;
+    q.finish(&d, Outcome::Ok).await;
+    q.shutdown().await;
+    assert_eq!(segments(), 2);
+
+    // The operator's prune frees segments too, but never the newest (a
+    // running daemon may be appending to it).
+    let finished = crate::queue::sqlite::now_ms();
+    while crate::queue::sqlite::now_ms() <= finished {
+        std::thread::yield_now();
+    }
+    let conn = crate::queue::sqlite::admin::open(&dir.path().join("q.db")).expect("admin open");
+    assert_eq!(crate::queue::sqlite::admin::prune(&conn, Duration::ZERO).expect("prune"), 2);
+    assert_eq!(segments(), 1, "c's segment is gone, d's was the newest");
+}
+
+#[tokio::test]
+async fn sqlite_reads_a_version_1_database_with_bodies_inside() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("old.db");
+    let old = rusqlite::Connection::open(&path).expect("create");
+    old.execute_batch(V1_SCHEMA).expect("v1 schema");
+    let body = delivery("old").raw;
+    old.execute(
+        "INSERT INTO deliveries (delivery_id, event, content_kind, received_at, state, next_attempt_at)
+         VALUES ('old', 'issues', 'json', 1, 'queued', 1)",
+        [],
+    )
+    .expect("row");
+    old.execute("INSERT INTO bodies (seq, body) VALUES (last_insert_rowid(), ?1)", [&body[..]]).expect("body");
+    drop(old);
+
+    let options =
+        SqliteOptions { capacity: 10, retry: RETRY, body_segment_bytes: crate::queue::sqlite::DEFAULT_SEGMENT_BYTES };
+    let q = SqliteQueue::open(&path, options, Arc::new(Metrics::new())).expect("opens and migrates");
+    let stored = next(&q).await;
+    assert_eq!((stored.id().as_str(), &stored.raw), ("old", &body));
+    q.enqueue(delivery("new")).await.expect("queued");
+    assert_eq!(next(&q).await.raw, delivery("new").raw);
+    q.shutdown().await;
+
+    let conn = crate::queue::sqlite::admin::open(&path).expect("admin open");
+    for id in ["old", "new"] {
+        let shown = crate::queue::sqlite::admin::show(&conn, id).expect("show").expect("found");
+        assert_eq!(shown.body.as_deref(), Ok(&delivery(id).raw[..]), "{id}");
+    }
+}
+
+/// Schema version 1, from before the body log: bodies in the database.
+const V1_SCHEMA: &str = "
+CREATE TABLE deliveries (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, delivery_id TEXT NOT NULL UNIQUE, event TEXT NOT NULL, action TEXT,
+    hook_id TEXT, target_type TEXT, target_id TEXT, content_kind TEXT NOT NULL, received_at INTEGER NOT NULL,
+    state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, runs INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL, lease_until INTEGER, last_error TEXT, finished_at INTEGER);
+CREATE TABLE bodies (seq INTEGER PRIMARY KEY, body BLOB NOT NULL);
+CREATE INDEX deliveries_queued ON deliveries (next_attempt_at, seq) WHERE state = 'queued';
+PRAGMA user_version = 1;";
 
 #[tokio::test]
 async fn sqlite_open_errors_name_the_path() {
     let dir = tempfile::tempdir().expect("tempdir");
     let corrupt = dir.path().join("corrupt.db");
     std::fs::write(&corrupt, vec![0x5a; 8192]).expect("write");
-    let options = SqliteOptions { capacity: 10, retry: RETRY };
+    let options =
+        SqliteOptions { capacity: 10, retry: RETRY, body_segment_bytes: crate::queue::sqlite::DEFAULT_SEGMENT_BYTES };
     let err = SqliteQueue::open(&corrupt, options.clone(), Arc::new(Metrics::new())).err().expect("corrupt fails");
     assert!(matches!(err, StoreError::Open { .. }), "{err}");
     assert!(err.to_string().contains("corrupt.db"), "{err}");

@@ -152,8 +152,14 @@ pub fn open(settings: &Settings, metrics: Arc<Metrics>) -> Result<Arc<dyn Delive
     let retry = RetryPolicy { max_attempts: settings.max_attempts, base: settings.retry_backoff };
     Ok(match &settings.store {
         StoreKind::Memory => Arc::new(MemoryQueue::new(settings.queue_capacity, settings.retention, retry)),
-        StoreKind::Sqlite(path) => {
-            Arc::new(SqliteQueue::open(path, SqliteOptions { capacity: settings.queue_capacity, retry }, metrics)?)
-        }
+        StoreKind::Sqlite(path) => Arc::new(SqliteQueue::open(
+            path,
+            SqliteOptions {
+                capacity: settings.queue_capacity,
+                retry,
+                body_segment_bytes: sqlite::DEFAULT_SEGMENT_BYTES,
+            },
+            metrics,
+        )?),
     })
 }

@@ -8,6 +8,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde::Serialize;
 
+use super::body_log;
+use super::rows::{BODY_COLUMNS, stored_body};
 use super::{StoreError, now_ms, open_connection};
 use crate::queue::StateCounts;
 
@@ -38,8 +40,9 @@ pub struct Detail {
     pub target_id: Option<String>,
     pub content_kind: String,
     pub finished_at: Option<i64>,
+    /// The body as received, or why it cannot be read.
     #[serde(skip)]
-    pub body: Vec<u8>,
+    pub body: Result<Vec<u8>, String>,
 }
 
 /// Opens an existing database for the operator.
@@ -48,8 +51,8 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
         return Err(StoreError::Open { path: path.to_path_buf(), reason: "no such database file".into() });
     }
     let conn = open_connection(path, false).map_err(|reason| StoreError::Open { path: path.to_path_buf(), reason })?;
-    conn.execute_batch(super::SCHEMA)
-        .map_err(|e| StoreError::Open { path: path.to_path_buf(), reason: super::describe(&e) })?;
+    super::apply_schema(&conn, super::SCHEMA)
+        .map_err(|reason| StoreError::Open { path: path.to_path_buf(), reason })?;
     Ok(conn)
 }
 
@@ -86,9 +89,9 @@ pub fn list(
 }
 
 pub fn show(conn: &Connection, delivery_id: &str) -> Result<Option<Detail>, StoreError> {
+    let bodies = body_dir(conn);
     let sql = format!(
-        "SELECT {SUMMARY_COLUMNS}, hook_id, target_type, target_id, content_kind, finished_at,
-                (SELECT body FROM bodies WHERE bodies.seq = deliveries.seq)
+        "SELECT {SUMMARY_COLUMNS}, hook_id, target_type, target_id, content_kind, finished_at, {BODY_COLUMNS}
          FROM deliveries WHERE delivery_id = ?1"
     );
     conn.query_row(&sql, params![delivery_id], |r| {
@@ -99,7 +102,7 @@ pub fn show(conn: &Connection, delivery_id: &str) -> Result<Option<Detail>, Stor
             target_id: r.get(10)?,
             content_kind: r.get(11)?,
             finished_at: r.get(12)?,
-            body: r.get(13)?,
+            body: stored_body(r, 13, |at| body_log::read(&bodies, at))?,
         })
     })
     .optional()
@@ -143,6 +146,7 @@ pub fn prune(conn: &Connection, retention: Duration) -> Result<usize, StoreError
     let tx = conn.unchecked_transaction().map_err(write)?;
     let pruned = super::prune_finished(&tx, before).map_err(write)?;
     tx.commit().map_err(write)?;
+    super::remove_unreferenced_bodies(conn, &body_dir(conn)).map_err(StoreError::Write)?;
     Ok(pruned)
 }
 
@@ -165,6 +169,11 @@ pub fn count_states(conn: &Connection) -> rusqlite::Result<StateCounts> {
         }
     }
     Ok(counts)
+}
+
+/// The body log beside the database `conn` is open on.
+fn body_dir(conn: &Connection) -> std::path::PathBuf {
+    body_log::dir_for(Path::new(conn.path().unwrap_or_default()))
 }
 
 fn read(e: rusqlite::Error) -> StoreError {

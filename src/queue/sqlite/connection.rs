@@ -30,6 +30,26 @@ pub(crate) fn open_connection(path: &Path, create: bool) -> Result<Connection, S
     Ok(conn)
 }
 
+/// Brings the database to the current schema: migrates a version 1
+/// database (bodies in the database) in place, then applies `schema`.
+pub(crate) fn apply_schema(conn: &Connection, schema: &str) -> Result<(), String> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| describe(&e))?;
+    if version == 1 {
+        conn.execute_batch(
+            "BEGIN IMMEDIATE;
+             ALTER TABLE deliveries ADD COLUMN body_segment INTEGER;
+             ALTER TABLE deliveries ADD COLUMN body_offset INTEGER;
+             ALTER TABLE deliveries ADD COLUMN body_len INTEGER;
+             PRAGMA user_version = 2;
+             COMMIT;",
+        )
+        .map_err(|e| format!("migrating the database to schema version 2 failed: {}", describe(&e)))?;
+    } else if version > 2 {
+        return Err(format!("written by a newer webhookd (schema version {version}); this one reads up to 2"));
+    }
+    conn.execute_batch(schema).map_err(|e| describe(&e))
+}
+
 /// A readable reason for an SQLite error.
 pub(crate) fn describe(e: &rusqlite::Error) -> String {
     match e.sqlite_error_code() {

@@ -9,7 +9,10 @@
 //! takes no lock, and the daemon polls for rows it requeued.
 
 pub mod admin;
+mod body_log;
+pub use body_log::DEFAULT_SEGMENT_BYTES;
 mod connection;
+mod held;
 mod rows;
 mod writer;
 
@@ -29,9 +32,14 @@ use crate::delivery::{Delivery, DeliveryId};
 use crate::retry::RetryPolicy;
 use crate::telemetry::metrics::Metrics;
 use connection::lock_path;
-pub(crate) use connection::{describe, open_connection};
+pub(crate) use connection::{apply_schema, describe, open_connection};
 use rows::{content_kind_name, restore, unix_ms};
-pub(crate) use rows::{now_ms, prune_finished};
+pub(crate) use rows::{now_ms, prune_finished, remove_unreferenced_bodies};
+
+fn lease_ms() -> i64 {
+    i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX)
+}
+use held::Held;
 use writer::{Command, NewRow, Op, OpResult, Settle};
 
 /// The schema, applied at every open (idempotent).
@@ -87,7 +95,7 @@ impl Shared {
     /// delivery claimable now (so idle workers should look).
     fn account(&self, op: &Op, result: &OpResult) -> bool {
         match (op, result) {
-            (Op::Insert(_), OpResult::Inserted(true)) => {
+            (Op::Insert(row), OpResult::Inserted(true)) if row.claimed_until.is_none() => {
                 self.queued.fetch_add(1, Ordering::SeqCst);
                 true
             }
@@ -123,6 +131,8 @@ impl Shared {
 pub struct SqliteOptions {
     pub capacity: usize,
     pub retry: RetryPolicy,
+    /// Size past which the body log starts a new segment file.
+    pub body_segment_bytes: u64,
 }
 
 pub struct SqliteQueue {
@@ -133,8 +143,7 @@ pub struct SqliteQueue {
     shared: Arc<Shared>,
     options: SqliteOptions,
     closed: AtomicBool,
-    /// Claimed deliveries no worker has taken yet.
-    claimed: Mutex<std::collections::VecDeque<Delivery>>,
+    held: Mutex<Held>,
     /// Held while this process owns the database; released by `shutdown`.
     lock: Mutex<Option<Flock<File>>>,
 }
@@ -159,7 +168,10 @@ impl SqliteQueue {
             .map_err(|_| StoreError::Locked { path: path.to_path_buf(), lock: lock_path.clone() })?;
 
         let conn = open_connection(path, true).map_err(open_error)?;
-        conn.execute_batch(SCHEMA).map_err(|e| open_error(describe(&e)))?;
+        apply_schema(&conn, SCHEMA).map_err(open_error)?;
+        let bodies = body_log::dir_for(path);
+        let log = body_log::BodyLog::open(&bodies, options.body_segment_bytes)
+            .map_err(|e| open_error(format!("cannot open the body log {}: {e}", bodies.display())))?;
         let requeued = conn
             .execute("UPDATE deliveries SET state = 'queued', lease_until = NULL WHERE state = 'running'", [])
             .map_err(|e| open_error(describe(&e)))?;
@@ -181,7 +193,7 @@ impl SqliteQueue {
         let writer_shared = shared.clone();
         let writer = std::thread::Builder::new()
             .name("webhookd-store".into())
-            .spawn(move || writer::run(conn, rx, writer_shared))
+            .spawn(move || writer::run(conn, log, rx, writer_shared))
             .map_err(|e| open_error(format!("cannot start the store writer: {e}")))?;
         if queued > 0 {
             tracing::info!(queued, "resuming deliveries stored by a previous run");
@@ -194,7 +206,7 @@ impl SqliteQueue {
             shared,
             options,
             closed: AtomicBool::new(false),
-            claimed: Mutex::new(std::collections::VecDeque::new()),
+            held: Mutex::new(Held::default()),
             lock: Mutex::new(Some(lock)),
         })
     }
@@ -215,15 +227,20 @@ impl SqliteQueue {
         rx.await.map_err(|_| StoreError::Stopped)?
     }
 
-    fn take_claimed(&self) -> Option<Delivery> {
-        self.claimed.lock().unwrap_or_else(PoisonError::into_inner).pop_front()
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Rows waiting on disk.
+    fn waiting_on_disk(&self) -> usize {
+        self.shared.queued.load(Ordering::SeqCst)
     }
 
     /// Claims a batch of due deliveries; returns one and keeps the rest for
     /// the next workers.
     async fn claim(&self) -> Result<Option<Delivery>, StoreError> {
         let now = now_ms();
-        let lease_until = now + i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX);
+        let lease_until = now + lease_ms();
         let OpResult::Claimed(rows) = self.call(Op::Claim { now, lease_until, limit: CLAIM_BATCH }).await? else {
             return Err(StoreError::Write("unexpected answer to a claim".into()));
         };
@@ -239,13 +256,13 @@ impl SqliteQueue {
         }
         let mut deliveries = deliveries.into_iter();
         let first = deliveries.next();
-        let mut claimed = self.claimed.lock().unwrap_or_else(PoisonError::into_inner);
-        claimed.extend(deliveries);
-        if !claimed.is_empty() {
+        let mut held = self.held();
+        deliveries.for_each(|d| held.push(d));
+        if !held.deliveries.is_empty() {
             // Idle workers take the rest at once instead of at the next poll.
             self.shared.wake_workers();
         }
-        drop(claimed);
+        drop(held);
         Ok(first)
     }
 
@@ -278,9 +295,15 @@ impl DeliveryQueue for SqliteQueue {
         if self.closed.load(Ordering::SeqCst) {
             return Err(EnqueueError::Closed);
         }
-        if self.shared.queued.load(Ordering::SeqCst) >= self.options.capacity {
+        if self.depth() >= self.options.capacity {
             return Err(EnqueueError::Full);
         }
+        // The hot hand-off: when nothing waits on disk, a new delivery is
+        // stored already claimed and goes to a worker from memory, which
+        // spares the store a claim (a write, and reading and parsing the body
+        // back). With rows waiting (a backlog, retries) it queues behind them.
+        let body = delivery.raw.len();
+        let hot = self.waiting_on_disk() == 0 && self.held().reserve(body);
         let row = NewRow {
             delivery_id: delivery.id().to_string(),
             event: delivery.event().to_string(),
@@ -291,9 +314,23 @@ impl DeliveryQueue for SqliteQueue {
             content_kind: content_kind_name(delivery.content_kind),
             body: delivery.raw.clone(),
             received_at: unix_ms(delivery.received_at),
+            claimed_until: hot.then(|| now_ms() + lease_ms()),
         };
-        match self.call(Op::Insert(row)).await {
-            Ok(OpResult::Inserted(true)) => Ok(Enqueued::Queued),
+        let inserted = self.call(Op::Insert(row)).await;
+        if hot && !matches!(inserted, Ok(OpResult::Inserted(true))) {
+            self.held().release(body);
+        }
+        match inserted {
+            Ok(OpResult::Inserted(true)) => {
+                if hot {
+                    let mut delivery = delivery;
+                    delivery.attempt = 1;
+                    delivery.first_run = true;
+                    self.held().push_reserved(delivery);
+                    self.shared.notify.notify_one();
+                }
+                Ok(Enqueued::Queued)
+            }
             Ok(_) => Ok(Enqueued::Duplicate),
             Err(StoreError::Stopped) => Err(EnqueueError::Closed),
             Err(e) => {
@@ -309,12 +346,12 @@ impl DeliveryQueue for SqliteQueue {
             let notified = self.shared.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(delivery) = self.take_claimed() {
+            if let Some(delivery) = self.held().pop() {
                 return Some(delivery);
             }
             // Nothing queued (the count is resynced from disk at every poll):
             // no need for a write transaction to find that out.
-            let claimed = if self.depth() == 0 { Ok(None) } else { self.claim().await };
+            let claimed = if self.waiting_on_disk() == 0 { Ok(None) } else { self.claim().await };
             match claimed {
                 Ok(Some(delivery)) => return Some(delivery),
                 Ok(None) => {}
@@ -376,7 +413,7 @@ impl DeliveryQueue for SqliteQueue {
     }
 
     fn depth(&self) -> usize {
-        self.shared.queued.load(Ordering::SeqCst)
+        self.waiting_on_disk() + self.held().len()
     }
 
     fn has_room(&self) -> bool {
@@ -391,8 +428,7 @@ impl DeliveryQueue for SqliteQueue {
     async fn abandon(&self, interrupted: &[DeliveryId]) -> Abandoned {
         let delivery_ids: Vec<String> = interrupted.iter().map(ToString::to_string).collect();
         // Claimed but never started: back to the queue as if never claimed.
-        let unstarted: Vec<String> =
-            self.claimed.lock().unwrap_or_else(PoisonError::into_inner).drain(..).map(|d| d.id().to_string()).collect();
+        let unstarted = self.held().drain_ids();
         let unclaimed = self.call(Op::RequeueRunning { delivery_ids: unstarted, never_started: true }).await;
         match unclaimed.and(self.call(Op::RequeueRunning { delivery_ids, never_started: false }).await) {
             Ok(_) => Abandoned { lost: Vec::new(), kept: self.depth() },

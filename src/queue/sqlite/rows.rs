@@ -1,11 +1,13 @@
 //! Rows to deliveries and back, and the few statements shared by the writer
 //! and the operator commands.
 
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use rusqlite::{Connection, params};
 
+use super::body_log::{self, BodyRef};
 use super::writer::StoredRow;
 use crate::delivery::{Delivery, DeliveryId};
 use crate::webhook::body::ContentKind;
@@ -20,25 +22,68 @@ pub(super) fn content_kind_name(kind: ContentKind) -> &'static str {
 
 /// Rebuilds a delivery from its row; on failure, its id and the reason.
 pub(super) fn restore(row: StoredRow) -> Result<Delivery, (String, String)> {
-    let fail = |reason: String| (row.delivery_id.clone(), reason);
+    let StoredRow {
+        delivery_id,
+        event,
+        hook_id,
+        target_type,
+        target_id,
+        content_kind,
+        body,
+        received_at,
+        attempts,
+        runs,
+    } = row;
+    let fail = |reason: String| (delivery_id.clone(), reason);
     let headers = GitHubHeaders {
-        event: EventName::parse(&row.event).map_err(|e| fail(e.to_string()))?,
-        delivery_id: DeliveryId::parse(&row.delivery_id).map_err(|e| fail(e.to_string()))?,
-        hook_id: row.hook_id.clone(),
-        target_type: row.target_type.clone(),
-        target_id: row.target_id.clone(),
+        event: EventName::parse(&event).map_err(|e| fail(e.to_string()))?,
+        delivery_id: DeliveryId::parse(&delivery_id).map_err(|e| fail(e.to_string()))?,
+        hook_id,
+        target_type,
+        target_id,
     };
-    let kind = match row.content_kind.as_str() {
+    let kind = match content_kind.as_str() {
         "form" => ContentKind::Form,
         _ => ContentKind::Json,
     };
-    let received_at = UNIX_EPOCH + Duration::from_millis(u64::try_from(row.received_at).unwrap_or(0));
-    let mut delivery =
-        Delivery::from_verified(headers, kind, Bytes::from(row.body.clone())).map_err(|e| fail(e.to_string()))?;
-    delivery.received_at = received_at;
-    delivery.attempt = row.attempts;
-    delivery.first_run = row.runs <= 1;
+    let body = body.map_err(fail)?;
+    let mut delivery = Delivery::from_verified(headers, kind, Bytes::from(body)).map_err(|e| fail(e.to_string()))?;
+    delivery.received_at = UNIX_EPOCH + Duration::from_millis(u64::try_from(received_at).unwrap_or(0));
+    delivery.attempt = attempts;
+    delivery.first_run = runs <= 1;
     Ok(delivery)
+}
+
+/// The columns that locate a row's body, for [`stored_body`]: in the
+/// `bodies` table (schema version 1) or in the body log.
+pub(super) const BODY_COLUMNS: &str =
+    "(SELECT body FROM bodies WHERE bodies.seq = deliveries.seq), body_segment, body_offset, body_len";
+
+/// A row's body from the [`BODY_COLUMNS`] starting at column `first`, read
+/// with `read` from the body log; an unreadable body is the reason why.
+pub(super) fn stored_body(
+    row: &rusqlite::Row<'_>,
+    first: usize,
+    read: impl FnOnce(BodyRef) -> std::io::Result<Vec<u8>>,
+) -> rusqlite::Result<Result<Vec<u8>, String>> {
+    if let Some(body) = row.get::<_, Option<Vec<u8>>>(first)? {
+        return Ok(Ok(body));
+    }
+    let (segment, offset, len) = (row.get(first + 1)?, row.get(first + 2)?, row.get(first + 3)?);
+    Ok(match (segment, offset, len) {
+        (Some(segment), Some(offset), Some(len)) => read(BodyRef { segment, offset, len })
+            .map_err(|e| format!("its body cannot be read from segment {segment} of the body log: {e}")),
+        _ => Err("no body is stored for it".into()),
+    })
+}
+
+/// Deletes the body log segments no row refers to any more; returns how
+/// many. Only once the rows' deletion is committed.
+pub(crate) fn remove_unreferenced_bodies(conn: &Connection, dir: &Path) -> Result<usize, String> {
+    let oldest: Option<i64> = conn
+        .query_row("SELECT min(body_segment) FROM deliveries", [], |r| r.get(0))
+        .map_err(|e| super::describe(&e))?;
+    body_log::remove_older_than(dir, oldest.unwrap_or(i64::MAX)).map_err(|e| format!("{}: {e}", dir.display()))
 }
 
 /// Deletes finished (done or dead) deliveries, with their bodies, that

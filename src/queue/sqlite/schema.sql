@@ -1,7 +1,8 @@
 -- One row per accepted delivery. delivery_id is UNIQUE: that is the
 -- deduplication, and it survives restarts. Times are Unix milliseconds.
--- Bodies live in a table of their own: a row's state changes (claim, outcome)
--- then rewrite a few dozen bytes, not the whole payload.
+-- Bodies live outside the database, in append-only segment files
+-- (body_log.rs); a row says where its body lies. Rows stored by schema
+-- version 1 keep theirs in the `bodies` table.
 CREATE TABLE IF NOT EXISTS deliveries (
     seq             INTEGER PRIMARY KEY AUTOINCREMENT,
     delivery_id     TEXT    NOT NULL UNIQUE,
@@ -18,7 +19,10 @@ CREATE TABLE IF NOT EXISTS deliveries (
     next_attempt_at INTEGER NOT NULL,
     lease_until     INTEGER,
     last_error      TEXT,
-    finished_at     INTEGER
+    finished_at     INTEGER,
+    body_segment    INTEGER,                   -- NULL: the body is in `bodies`
+    body_offset     INTEGER,
+    body_len        INTEGER
 );
 CREATE TABLE IF NOT EXISTS bodies (
     seq  INTEGER PRIMARY KEY,                  -- deliveries.seq
@@ -28,4 +32,4 @@ CREATE TABLE IF NOT EXISTS bodies (
 -- finishing touches no index at all, which keeps each commit's write small.
 -- (Pruning, hourly, scans instead.)
 CREATE INDEX IF NOT EXISTS deliveries_queued ON deliveries (next_attempt_at, seq) WHERE state = 'queued';
-PRAGMA user_version = 1;
+PRAGMA user_version = 2;

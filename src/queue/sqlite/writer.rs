@@ -3,8 +3,9 @@
 //! while the previous commit ran and applies it in one transaction, so many
 //! concurrent deliveries share one commit and one fsync (group commit).
 //!
-//! Batches that accept deliveries commit with `synchronous=FULL`: their 2xx
-//! waits for the fsync. Batches of claims and outcomes only commit with
+//! Batches that accept deliveries first append their bodies to the body log
+//! (one write and one fsync for the batch), then commit with
+//! `synchronous=FULL`: their 2xx waits for both. Batches of claims and outcomes only commit with
 //! `NORMAL`: losing one to a power cut means a delivery is processed again
 //! (at least once), never lost, and the next FULL commit makes it durable.
 
@@ -15,7 +16,9 @@ use bytes::Bytes;
 use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Shared, StoreError};
+use super::body_log::{BodyLog, BodyRef};
+use super::rows::{BODY_COLUMNS, stored_body};
+use super::{Shared, StoreError, remove_unreferenced_bodies};
 
 /// Most operations applied in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -31,6 +34,9 @@ pub(super) struct NewRow {
     pub content_kind: &'static str,
     pub body: Bytes,
     pub received_at: i64,
+    /// `Some(lease_until)`: stored already claimed by this process (`running`,
+    /// first attempt), because it goes straight to a worker from memory.
+    pub claimed_until: Option<i64>,
 }
 
 /// A claimed delivery as stored.
@@ -41,7 +47,8 @@ pub(super) struct StoredRow {
     pub target_type: Option<String>,
     pub target_id: Option<String>,
     pub content_kind: String,
-    pub body: Vec<u8>,
+    /// The body, or why it could not be read back.
+    pub body: Result<Vec<u8>, String>,
     pub received_at: i64,
     pub attempts: u32,
     pub runs: u32,
@@ -93,7 +100,12 @@ pub(super) struct Command {
 }
 
 /// Runs the writer until every sender is dropped.
-pub(super) fn run(mut conn: Connection, mut commands: mpsc::UnboundedReceiver<Command>, shared: Arc<Shared>) {
+pub(super) fn run(
+    mut conn: Connection,
+    mut log: BodyLog,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    shared: Arc<Shared>,
+) {
     let mut durable = true; // the connection was opened with synchronous=FULL
     while let Some(first) = commands.blocking_recv() {
         let mut batch = vec![first];
@@ -111,11 +123,20 @@ pub(super) fn run(mut conn: Connection, mut commands: mpsc::UnboundedReceiver<Co
             }
         }
         let started = Instant::now();
-        let results = apply_batch(&mut conn, &batch);
+        let results = apply_batch(&mut conn, &mut log, &batch);
         shared.metrics.store_commit_seconds.observe(started.elapsed().as_secs_f64());
         shared.metrics.store_batch_size.observe(batch.len() as f64);
+        let pruned = batch.iter().any(|c| matches!(c.op, Op::Prune { .. }));
         match results {
             Ok(results) => {
+                if pruned {
+                    // Before answering, so the pruner sees the space freed.
+                    match remove_unreferenced_bodies(&conn, log.dir()) {
+                        Ok(0) => {}
+                        Ok(removed) => tracing::info!(removed, "removed body log segments no delivery needs"),
+                        Err(e) => tracing::warn!(error = %e, "removing old body log segments failed"),
+                    }
+                }
                 let mut work_available = false;
                 for (command, result) in batch.into_iter().zip(results) {
                     work_available |= shared.account(&command.op, &result);
@@ -135,15 +156,87 @@ pub(super) fn run(mut conn: Connection, mut commands: mpsc::UnboundedReceiver<Co
     }
 }
 
-/// Applies every operation in one transaction; all or nothing.
-fn apply_batch(conn: &mut Connection, batch: &[Command]) -> rusqlite::Result<Vec<OpResult>> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+/// Appends the batch's bodies to the log, then applies every operation in
+/// one transaction; all or nothing (bodies of a failed batch are never
+/// referenced).
+fn apply_batch(conn: &mut Connection, log: &mut BodyLog, batch: &[Command]) -> Result<Vec<OpResult>, String> {
+    let new_bodies = batch.iter().filter_map(|c| match &c.op {
+        Op::Insert(row) => Some(&row.body[..]),
+        _ => None,
+    });
+    let mut body_refs = log.append(new_bodies).map_err(|e| format!("{}: {e}", log.dir().display()))?.into_iter();
+    let sql = |e: rusqlite::Error| super::describe(&e);
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
     let mut results = Vec::with_capacity(batch.len());
     for command in batch {
-        results.push(apply(&tx, &command.op)?);
+        let result = match &command.op {
+            Op::Insert(row) => {
+                let body = body_refs.next().ok_or("the body log returned too few positions")?;
+                insert(&tx, row, body)
+            }
+            Op::Claim { now, lease_until, limit } => claim(&tx, log, *now, *lease_until, *limit),
+            op => apply(&tx, op),
+        };
+        results.push(result.map_err(sql)?);
     }
-    tx.commit()?;
+    tx.commit().map_err(sql)?;
     Ok(results)
+}
+
+fn insert(conn: &Connection, row: &NewRow, body: BodyRef) -> rusqlite::Result<OpResult> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO deliveries (delivery_id, event, action, hook_id, target_type, target_id, content_kind,
+                                     received_at, state, attempts, runs, next_attempt_at, lease_until,
+                                     body_segment, body_offset, body_len)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, iif(?9 IS NULL, 'queued', 'running'),
+                     iif(?9 IS NULL, 0, 1), iif(?9 IS NULL, 0, 1), ?8, ?9, ?10, ?11, ?12)
+             ON CONFLICT (delivery_id) DO NOTHING",
+        )?
+        .execute(params![
+            row.delivery_id,
+            row.event,
+            row.action,
+            row.hook_id,
+            row.target_type,
+            row.target_id,
+            row.content_kind,
+            row.received_at,
+            row.claimed_until,
+            body.segment,
+            body.offset,
+            body.len
+        ])?;
+    Ok(OpResult::Inserted(inserted == 1))
+}
+
+/// Claims up to `limit` due deliveries, oldest first, with their bodies.
+fn claim(conn: &Connection, log: &BodyLog, now: i64, lease_until: i64, limit: usize) -> rusqlite::Result<OpResult> {
+    let limit = i64::try_from(limit).unwrap_or(1);
+    let rows = conn
+        .prepare_cached(&format!(
+            "UPDATE deliveries SET state = 'running', attempts = attempts + 1, runs = runs + 1, lease_until = ?2
+             WHERE seq IN (SELECT seq FROM deliveries WHERE state = 'queued' AND next_attempt_at <= ?1
+                           ORDER BY next_attempt_at, seq LIMIT ?3)
+             RETURNING delivery_id, event, hook_id, target_type, target_id, content_kind, received_at, attempts,
+                       runs, {BODY_COLUMNS}"
+        ))?
+        .query_map(params![now, lease_until, limit], |r| {
+            Ok(StoredRow {
+                delivery_id: r.get(0)?,
+                event: r.get(1)?,
+                hook_id: r.get(2)?,
+                target_type: r.get(3)?,
+                target_id: r.get(4)?,
+                content_kind: r.get(5)?,
+                received_at: r.get(6)?,
+                attempts: r.get(7)?,
+                runs: r.get(8)?,
+                body: stored_body(r, 9, |at| log.read(at))?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(OpResult::Claimed(rows))
 }
 
 fn apply(conn: &Connection, op: &Op) -> rusqlite::Result<OpResult> {
@@ -152,57 +245,7 @@ fn apply(conn: &Connection, op: &Op) -> rusqlite::Result<OpResult> {
             conn.query_row("SELECT 1", [], |_| Ok(()))?;
             Ok(OpResult::Count(0))
         }
-        Op::Insert(row) => {
-            let inserted = conn
-                .prepare_cached(
-                    "INSERT INTO deliveries (delivery_id, event, action, hook_id, target_type, target_id, content_kind,
-                                             received_at, state, attempts, next_attempt_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', 0, ?8)
-                     ON CONFLICT (delivery_id) DO NOTHING",
-                )?
-                .execute(params![
-                    row.delivery_id,
-                    row.event,
-                    row.action,
-                    row.hook_id,
-                    row.target_type,
-                    row.target_id,
-                    row.content_kind,
-                    row.received_at
-                ])?;
-            if inserted == 1 {
-                conn.prepare_cached("INSERT INTO bodies (seq, body) VALUES (?1, ?2)")?
-                    .execute(params![conn.last_insert_rowid(), &row.body[..]])?;
-            }
-            Ok(OpResult::Inserted(inserted == 1))
-        }
-        Op::Claim { now, lease_until, limit } => {
-            let limit = i64::try_from(*limit).unwrap_or(1);
-            let rows = conn
-                .prepare_cached(
-                    "UPDATE deliveries SET state = 'running', attempts = attempts + 1, runs = runs + 1, lease_until = ?2
-                     WHERE seq IN (SELECT seq FROM deliveries WHERE state = 'queued' AND next_attempt_at <= ?1
-                                   ORDER BY next_attempt_at, seq LIMIT ?3)
-                     RETURNING delivery_id, event, hook_id, target_type, target_id, content_kind,
-                               (SELECT body FROM bodies WHERE bodies.seq = deliveries.seq), received_at, attempts, runs",
-                )?
-                .query_map(params![now, lease_until, limit], |r| {
-                    Ok(StoredRow {
-                        delivery_id: r.get(0)?,
-                        event: r.get(1)?,
-                        hook_id: r.get(2)?,
-                        target_type: r.get(3)?,
-                        target_id: r.get(4)?,
-                        content_kind: r.get(5)?,
-                        body: r.get(6)?,
-                        received_at: r.get(7)?,
-                        attempts: r.get(8)?,
-                        runs: r.get(9)?,
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(OpResult::Claimed(rows))
-        }
+        Op::Insert(_) | Op::Claim { .. } => unreachable!("applied by apply_batch"),
         Op::Finish { delivery_id, settle, now } => {
             let changed = match settle {
                 Settle::Done => conn
