@@ -1,10 +1,12 @@
 -- One row per accepted delivery. delivery_id is UNIQUE: that is the
 -- deduplication, and it survives restarts. Times are Unix milliseconds.
+-- seq is a plain rowid (no AUTOINCREMENT, which costs a write to
+-- sqlite_sequence in every commit); it only orders rows.
 -- Bodies live outside the database, in append-only segment files
 -- (body_log.rs); a row says where its body lies. Rows stored by schema
 -- version 1 keep theirs in the `bodies` table.
 CREATE TABLE IF NOT EXISTS deliveries (
-    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq             INTEGER PRIMARY KEY,
     delivery_id     TEXT    NOT NULL UNIQUE,
     event           TEXT    NOT NULL,
     action          TEXT,
