@@ -65,11 +65,15 @@ measure() { # target event payload-file
   python3 - "$out" "$1" "$2" "$idle" "$peak" "$cpu" >>"$work/results" <<'PY'
 import json, re, sys
 text = open(sys.argv[1]).read()
+# The latency distribution's line, not a "+/- Stdev" column ending in 99%.
+P99 = re.compile(r"^\s*99%\s+([\d.]+(?:us|ms|s))\s*$", re.M)
+if not P99.search(text):
+    sys.exit(f"no latency figures in wrk's output:\n{text}")
 def ms(value):
     n, unit = re.match(r"([\d.]+)(us|ms|s)", value).groups()
     return float(n) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
 rate = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-p99 = ms(re.search(r"99%\s+(\S+)", text).group(1))
+p99 = ms(P99.search(text).group(1))
 bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
 user, system, real = map(float, sys.argv[6].split())
 print(json.dumps({"target": sys.argv[2], "event": sys.argv[3], "rate": rate, "p99_ms": p99,
