@@ -6,9 +6,11 @@
 //! was the store's largest cost (see README, Performance).
 //!
 //! A body is appended and synced before the row that points at it is
-//! committed, so a committed row always finds its body. Bytes a crash left
-//! after the last committed row are never referenced and harmless. Segments
-//! no row refers to any more are deleted when finished rows are pruned.
+//! committed, so a committed row always finds its body. Every start (and a
+//! failed write) begins a new segment, numbered above every segment a row
+//! points into: bytes a crash left after the last committed row are never
+//! appended to, and a lost folder can never make old rows read new bytes.
+//! Segments no row points into are deleted when finished rows are pruned.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -42,18 +44,27 @@ pub(super) struct BodyLog {
     file: File,
     len: u64,
     segment_bytes: u64,
+    /// A write failed: where the file ends is uncertain, so the next append
+    /// starts a new segment.
+    broken: bool,
     /// Reused to make each batch a single write.
     buffer: Vec<u8>,
 }
 
 impl BodyLog {
-    /// Opens the newest segment for appending, creating the folder and a
-    /// first segment if needed.
-    pub fn open(dir: &Path, segment_bytes: u64) -> io::Result<Self> {
-        fs::create_dir_all(dir)?;
-        let segment = segments(dir)?.into_iter().max().unwrap_or(1);
-        let (file, len) = open_segment(dir, segment)?;
-        Ok(Self { dir: dir.to_path_buf(), segment, file, len, segment_bytes, buffer: Vec::new() })
+    /// Starts a new segment in `dir` (created if needed), numbered above the
+    /// segments there and above `referenced`, the highest a row points into.
+    pub fn open(dir: &Path, segment_bytes: u64, referenced: i64) -> io::Result<Self> {
+        if !dir.exists() {
+            fs::create_dir_all(dir)?;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                // The new folder's name must survive a power cut too.
+                File::open(parent)?.sync_all()?;
+            }
+        }
+        let segment = list(dir)?.into_iter().max().unwrap_or(0).max(referenced) + 1;
+        let file = create_segment(dir, segment)?;
+        Ok(Self { dir: dir.to_path_buf(), segment, file, len: 0, segment_bytes, broken: false, buffer: Vec::new() })
     }
 
     /// Appends `bodies` in one write and syncs them to disk; returns where
@@ -68,7 +79,7 @@ impl BodyLog {
         if spans.is_empty() {
             return Ok(Vec::new());
         }
-        if self.len >= self.segment_bytes {
+        if self.broken || self.len >= self.segment_bytes {
             self.rotate()?;
         }
         let refs = spans
@@ -78,8 +89,7 @@ impl BodyLog {
             })
             .collect::<io::Result<Vec<_>>>()?;
         if let Err(e) = self.file.write_all(&self.buffer).and_then(|()| self.file.sync_data()) {
-            // A partial write leaves unreferenced bytes; start after them.
-            self.len = self.file.metadata().map(|m| m.len()).unwrap_or(self.len);
+            self.broken = true;
             return Err(e);
         }
         self.len += self.buffer.len() as u64;
@@ -103,10 +113,10 @@ impl BodyLog {
     }
 
     fn rotate(&mut self) -> io::Result<()> {
-        let (file, len) = open_segment(&self.dir, self.segment + 1)?;
+        self.file = create_segment(&self.dir, self.segment + 1)?;
         self.segment += 1;
-        self.file = file;
-        self.len = len;
+        self.len = 0;
+        self.broken = false;
         Ok(())
     }
 }
@@ -116,14 +126,21 @@ pub(crate) fn read(dir: &Path, at: BodyRef) -> io::Result<Vec<u8>> {
     read_at(&File::open(segment_path(dir, at.segment))?, at)
 }
 
-/// Deletes the segments older than `oldest_needed`, never the newest one
-/// (it may be the daemon's current segment); returns how many.
-pub(crate) fn remove_older_than(dir: &Path, oldest_needed: i64) -> io::Result<usize> {
-    let mut all = segments(dir)?;
+/// The segments in `dir` that may be deleted if no row points into them:
+/// all but the newest, which may be the one a running daemon appends to.
+/// List them *before* asking which are referenced: a row committed later can
+/// only point into the newest listed segment or a later one.
+pub(crate) fn deletable(dir: &Path) -> io::Result<Vec<i64>> {
+    let mut all = list(dir)?;
     all.sort_unstable();
     all.pop();
+    Ok(all)
+}
+
+/// Deletes these segments; returns how many were there.
+pub(crate) fn remove(dir: &Path, segments: impl Iterator<Item = i64>) -> io::Result<usize> {
     let mut removed = 0;
-    for segment in all.into_iter().filter(|s| *s < oldest_needed) {
+    for segment in segments {
         match fs::remove_file(segment_path(dir, segment)) {
             Ok(()) => removed += 1,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -134,33 +151,38 @@ pub(crate) fn remove_older_than(dir: &Path, oldest_needed: i64) -> io::Result<us
 }
 
 fn read_at(file: &File, at: BodyRef) -> io::Result<Vec<u8>> {
-    let len = usize::try_from(at.len).map_err(|_| invalid("negative body length"))?;
+    let len = u64::try_from(at.len).map_err(|_| invalid("negative body length"))?;
     let offset = u64::try_from(at.offset).map_err(|_| invalid("negative body offset"))?;
-    let mut body = vec![0; len];
+    // Positions come from the database: check them before trusting a length.
+    let size = file.metadata()?.len();
+    if offset.checked_add(len).is_none_or(|end| end > size) {
+        return Err(invalid("the body lies past the end of its segment"));
+    }
+    let mut body = vec![0; usize::try_from(len).map_err(|_| invalid("body too large"))?];
     file.read_exact_at(&mut body, offset)?;
     Ok(body)
 }
 
-fn open_segment(dir: &Path, segment: i64) -> io::Result<(File, u64)> {
-    let path = segment_path(dir, segment);
-    let existed = path.exists();
-    let file = OpenOptions::new().read(true).append(true).create(true).open(&path)?;
-    if !existed {
-        // The new file's name must survive a power cut too.
-        File::open(dir)?.sync_all()?;
-    }
-    let len = file.metadata()?.len();
-    Ok((file, len))
+fn create_segment(dir: &Path, segment: i64) -> io::Result<File> {
+    let file = OpenOptions::new().read(true).append(true).create_new(true).open(segment_path(dir, segment))?;
+    // The new file's name must survive a power cut too.
+    File::open(dir)?.sync_all()?;
+    Ok(file)
 }
 
 fn segment_path(dir: &Path, segment: i64) -> PathBuf {
     dir.join(format!("{segment:010}{SUFFIX}"))
 }
 
-/// The segment numbers present in `dir`.
-fn segments(dir: &Path) -> io::Result<Vec<i64>> {
+/// The segment numbers present in `dir` (none if it does not exist).
+fn list(dir: &Path) -> io::Result<Vec<i64>> {
     let mut found = Vec::new();
-    for entry in fs::read_dir(dir)? {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(found),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
         let name = entry?.file_name();
         if let Some(number) = name.to_str().and_then(|n| n.strip_suffix(SUFFIX)).and_then(|n| n.parse().ok()) {
             found.push(number);
@@ -182,37 +204,49 @@ mod tests {
     use super::*;
 
     #[test]
-    fn appended_bodies_read_back_from_the_writer_and_from_outside() {
+    fn appended_bodies_read_back_and_each_start_begins_a_new_segment() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut log = BodyLog::open(dir.path(), DEFAULT_SEGMENT_BYTES).expect("open");
+        let mut log = BodyLog::open(dir.path(), DEFAULT_SEGMENT_BYTES, 0).expect("open");
         let refs = log.append([&b"first"[..], b"", b"third body"].into_iter()).expect("append");
-        assert_eq!(refs.iter().map(|r| (r.offset, r.len)).collect::<Vec<_>>(), [(0, 5), (5, 0), (5, 10)]);
+        assert_eq!(
+            refs.iter().map(|r| (r.segment, r.offset, r.len)).collect::<Vec<_>>(),
+            [(1, 0, 5), (1, 5, 0), (1, 5, 10)]
+        );
         assert_eq!(log.read(refs[2]).expect("read"), b"third body");
         assert_eq!(read(dir.path(), refs[0]).expect("read"), b"first");
+        assert!(log.append(std::iter::empty()).expect("nothing to append").is_empty());
 
-        // Reopened, appends continue after what is there.
+        // A restart never appends after what a crash may have left, and
+        // numbers above what rows point into even if the folder was lost.
         drop(log);
-        let mut log = BodyLog::open(dir.path(), DEFAULT_SEGMENT_BYTES).expect("reopen");
+        let mut log = BodyLog::open(dir.path(), DEFAULT_SEGMENT_BYTES, 7).expect("reopen");
         let more = log.append([&b"fourth"[..]].into_iter()).expect("append");
-        assert_eq!(more[0], BodyRef { segment: 1, offset: 15, len: 6 });
+        assert_eq!(more[0], BodyRef { segment: 8, offset: 0, len: 6 });
         assert_eq!(read(dir.path(), more[0]).expect("read"), b"fourth");
+        assert_eq!(read(dir.path(), refs[2]).expect("old segments still read"), b"third body");
     }
 
     #[test]
-    fn old_segments_are_removed_but_never_the_newest() {
+    fn positions_past_the_end_of_a_segment_are_an_error_not_an_allocation() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut log = BodyLog::open(dir.path(), DEFAULT_SEGMENT_BYTES).expect("open");
-        log.append([&b"one"[..]].into_iter()).expect("append");
-        log.rotate().expect("rotate");
-        log.rotate().expect("rotate");
-        let kept = log.append([&b"three"[..]].into_iter()).expect("append")[0];
-        assert_eq!(kept.segment, 3);
+        let mut log = BodyLog::open(dir.path(), DEFAULT_SEGMENT_BYTES, 0).expect("open");
+        let at = log.append([&b"body"[..]].into_iter()).expect("append")[0];
+        for bad in [BodyRef { len: i64::MAX, ..at }, BodyRef { offset: 2, ..at }, BodyRef { len: -1, ..at }] {
+            assert!(read(dir.path(), bad).is_err(), "{bad:?}");
+        }
+    }
 
-        assert_eq!(remove_older_than(dir.path(), 2).expect("remove"), 1);
+    #[test]
+    fn only_segments_older_than_the_newest_may_be_deleted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = BodyLog::open(dir.path(), 1, 0).expect("open");
+        for body in [&b"one"[..], b"two", b"three"] {
+            log.append([body].into_iter()).expect("append");
+        }
+        assert_eq!(deletable(dir.path()).expect("list"), [1, 2]);
+        assert_eq!(remove(dir.path(), [1].into_iter()).expect("remove"), 1);
         assert!(read(dir.path(), BodyRef { segment: 1, offset: 0, len: 3 }).is_err());
-        // Nothing needed any more: all but the newest go.
-        assert_eq!(remove_older_than(dir.path(), i64::MAX).expect("remove"), 1);
-        assert_eq!(log.read(kept).expect("read"), b"three");
-        assert_eq!(segments(dir.path()).expect("list"), [3]);
+        assert_eq!(read(dir.path(), BodyRef { segment: 2, offset: 0, len: 3 }).expect("kept"), b"two");
+        assert!(deletable(&dir.path().join("missing")).expect("no folder, nothing to delete").is_empty());
     }
 }

@@ -30,25 +30,41 @@ pub(crate) fn open_connection(path: &Path, create: bool) -> Result<Connection, S
     Ok(conn)
 }
 
-/// Brings the database to the current schema: migrates a version 1
-/// database (bodies in the database) in place, then applies `schema`.
+/// Brings the database to the current schema in one transaction (the
+/// daemon and an operator's command may open it at once): adds the body log
+/// columns to a database from before them (schema version 1, bodies inside),
+/// judged by the columns themselves, then applies `schema`.
 pub(crate) fn apply_schema(conn: &Connection, schema: &str) -> Result<(), String> {
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| describe(&e))?;
-    if version == 1 {
-        conn.execute_batch(
-            "BEGIN IMMEDIATE;
-             ALTER TABLE deliveries ADD COLUMN body_segment INTEGER;
-             ALTER TABLE deliveries ADD COLUMN body_offset INTEGER;
-             ALTER TABLE deliveries ADD COLUMN body_len INTEGER;
-             PRAGMA user_version = 2;
-             COMMIT;",
-        )
-        .map_err(|e| format!("migrating the database to schema version 2 failed: {}", describe(&e)))?;
-    } else if version > 2 {
-        return Err(format!("written by a newer webhookd (schema version {version}); this one reads up to 2"));
-    }
-    conn.execute_batch(schema).map_err(|e| describe(&e))
+    let sql = |e: rusqlite::Error| describe(&e);
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(sql)?;
+    let applied = (|| {
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(sql)?;
+        if version > SCHEMA_VERSION {
+            return Err(format!(
+                "written by a newer webhookd (schema version {version}); this one reads up to {SCHEMA_VERSION}"
+            ));
+        }
+        let columns: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info('deliveries')")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .map_err(sql)?;
+        if !columns.is_empty() && !columns.iter().any(|c| c == "body_segment") {
+            conn.execute_batch(
+                "ALTER TABLE deliveries ADD COLUMN body_segment INTEGER;
+                 ALTER TABLE deliveries ADD COLUMN body_offset INTEGER;
+                 ALTER TABLE deliveries ADD COLUMN body_len INTEGER;",
+            )
+            .map_err(|e| format!("migrating the database to schema version {SCHEMA_VERSION} failed: {}", sql(e)))?;
+        }
+        conn.execute_batch(schema).map_err(sql)
+    })();
+    let end = if applied.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    conn.execute_batch(end).map_err(sql)?;
+    applied
 }
+
+/// The schema version `schema.sql` sets.
+const SCHEMA_VERSION: i64 = 2;
 
 /// A readable reason for an SQLite error.
 pub(crate) fn describe(e: &rusqlite::Error) -> String {

@@ -18,6 +18,8 @@ pub(super) struct Held {
     pub deliveries: VecDeque<Delivery>,
     reserved: usize,
     bytes: usize,
+    /// Workers are gone (the drain ended): nothing more is held.
+    pub closed: bool,
 }
 
 impl Held {
@@ -27,7 +29,7 @@ impl Held {
 
     /// Reserves room for a hot hand-off of a `body`-byte delivery.
     pub fn reserve(&mut self, body: usize) -> bool {
-        let fits = self.len() < HELD_DELIVERIES && self.bytes + body <= HELD_BYTES;
+        let fits = !self.closed && self.len() < HELD_DELIVERIES && self.bytes + body <= HELD_BYTES;
         if fits {
             self.reserved += 1;
             self.bytes += body;
@@ -36,12 +38,12 @@ impl Held {
     }
 
     pub fn release(&mut self, body: usize) {
-        self.reserved -= 1;
-        self.bytes -= body;
+        self.reserved = self.reserved.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(body);
     }
 
     pub fn push_reserved(&mut self, delivery: Delivery) {
-        self.reserved -= 1;
+        self.reserved = self.reserved.saturating_sub(1);
         self.deliveries.push_back(delivery);
     }
 
@@ -52,12 +54,16 @@ impl Held {
 
     pub fn pop(&mut self) -> Option<Delivery> {
         let delivery = self.deliveries.pop_front()?;
-        self.bytes -= delivery.raw.len();
+        self.bytes = self.bytes.saturating_sub(delivery.raw.len());
         Some(delivery)
     }
 
-    pub fn drain_ids(&mut self) -> Vec<String> {
-        self.bytes -= self.deliveries.iter().map(|d| d.raw.len()).sum::<usize>();
+    /// Takes out every held delivery, for good: from now on nothing is
+    /// reserved or held (a hand-off still committing is put back on disk).
+    pub fn close_and_drain(&mut self) -> Vec<String> {
+        self.closed = true;
+        let drained: usize = self.deliveries.iter().map(|d| d.raw.len()).sum();
+        self.bytes = self.bytes.saturating_sub(drained);
         self.deliveries.drain(..).map(|d| d.id().to_string()).collect()
     }
 }
@@ -80,5 +86,8 @@ mod tests {
             assert!(held.reserve(1));
         }
         assert!(!held.reserve(1), "over the count bound");
+        held.close_and_drain();
+        held.release(1);
+        assert!(!held.reserve(1), "closed");
     }
 }

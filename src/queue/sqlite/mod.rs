@@ -33,7 +33,7 @@ use crate::retry::RetryPolicy;
 use crate::telemetry::metrics::Metrics;
 use connection::lock_path;
 pub(crate) use connection::{apply_schema, describe, open_connection};
-use rows::{content_kind_name, restore, unix_ms};
+use rows::restore;
 pub(crate) use rows::{now_ms, prune_finished, remove_unreferenced_bodies};
 
 fn lease_ms() -> i64 {
@@ -88,14 +88,36 @@ pub(crate) struct Shared {
     next_retry_at: AtomicI64,
     notify: Notify,
     metrics: Arc<Metrics>,
+    held: Mutex<Held>,
 }
 
 impl Shared {
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Gives a committed delivery to the workers, or frees its reservation
+    /// when `handed` is false (a duplicate, a failed commit, stored queued).
+    /// Returns its id if the workers were gone by then: it must go back on disk.
+    fn hand_off(&self, mut delivery: Delivery, handed: bool) -> Option<String> {
+        let mut held = self.held();
+        if !handed || held.closed {
+            held.release(delivery.raw.len());
+            return handed.then(|| delivery.id().to_string());
+        }
+        delivery.attempt = 1;
+        delivery.first_run = true;
+        held.push_reserved(delivery);
+        drop(held);
+        self.notify.notify_one();
+        None
+    }
+
     /// Mirrors a committed operation in the counters; true when it made a
     /// delivery claimable now (so idle workers should look).
-    fn account(&self, op: &Op, result: &OpResult) -> bool {
+    fn account(&self, op: &Op, result: &OpResult, handing_off: bool) -> bool {
         match (op, result) {
-            (Op::Insert(row), OpResult::Inserted(true)) if row.claimed_until.is_none() => {
+            (Op::Insert(row), OpResult::Inserted(true)) if !(row.hand_off && handing_off) => {
                 self.queued.fetch_add(1, Ordering::SeqCst);
                 true
             }
@@ -143,7 +165,8 @@ pub struct SqliteQueue {
     shared: Arc<Shared>,
     options: SqliteOptions,
     closed: AtomicBool,
-    held: Mutex<Held>,
+    /// When waiting rows were last recounted from disk, Unix ms.
+    last_resync: AtomicI64,
     /// Held while this process owns the database; released by `shutdown`.
     lock: Mutex<Option<Flock<File>>>,
 }
@@ -170,7 +193,8 @@ impl SqliteQueue {
         let conn = open_connection(path, true).map_err(open_error)?;
         apply_schema(&conn, SCHEMA).map_err(open_error)?;
         let bodies = body_log::dir_for(path);
-        let log = body_log::BodyLog::open(&bodies, options.body_segment_bytes)
+        let referenced = rows::highest_referenced_segment(&conn).map_err(|e| open_error(describe(&e)))?;
+        let log = body_log::BodyLog::open(&bodies, options.body_segment_bytes, referenced)
             .map_err(|e| open_error(format!("cannot open the body log {}: {e}", bodies.display())))?;
         let requeued = conn
             .execute("UPDATE deliveries SET state = 'queued', lease_until = NULL WHERE state = 'running'", [])
@@ -188,6 +212,7 @@ impl SqliteQueue {
             next_retry_at: AtomicI64::new(i64::MAX),
             notify: Notify::new(),
             metrics,
+            held: Mutex::new(Held::default()),
         });
         let (commands, rx) = mpsc::unbounded_channel();
         let writer_shared = shared.clone();
@@ -206,7 +231,7 @@ impl SqliteQueue {
             shared,
             options,
             closed: AtomicBool::new(false),
-            held: Mutex::new(Held::default()),
+            last_resync: AtomicI64::new(now_ms()),
             lock: Mutex::new(Some(lock)),
         })
     }
@@ -228,7 +253,17 @@ impl SqliteQueue {
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, Held> {
-        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shared.held()
+    }
+
+    /// Whether to recount waiting rows now: once per `POLL_INTERVAL`, by
+    /// whichever worker asks first, so rows the CLI requeued are seen even
+    /// while new deliveries keep every worker busy.
+    fn resync_due(&self) -> bool {
+        let now = now_ms();
+        let last = self.last_resync.load(Ordering::SeqCst);
+        now - last >= i64::try_from(POLL_INTERVAL.as_millis()).unwrap_or(i64::MAX)
+            && self.last_resync.compare_exchange(last, now, Ordering::SeqCst, Ordering::SeqCst).is_ok()
     }
 
     /// Rows waiting on disk.
@@ -282,6 +317,7 @@ impl SqliteQueue {
             })
         })
         .await;
+        self.last_resync.store(now_ms(), Ordering::SeqCst);
         if let Ok(Ok((queued, next))) = counted {
             self.shared.queued.store(usize::try_from(queued).unwrap_or(0), Ordering::SeqCst);
             self.shared.next_retry_at.store(next.unwrap_or(i64::MAX), Ordering::SeqCst);
@@ -303,38 +339,21 @@ impl DeliveryQueue for SqliteQueue {
         // spares the store a claim (a write, and reading and parsing the body
         // back). With rows waiting (a backlog, retries) it queues behind them.
         let body = delivery.raw.len();
-        let hot = self.waiting_on_disk() == 0 && self.held().reserve(body);
-        let row = NewRow {
-            delivery_id: delivery.id().to_string(),
-            event: delivery.event().to_string(),
-            action: delivery.routing.action.clone(),
-            hook_id: delivery.headers.hook_id.clone(),
-            target_type: delivery.headers.target_type.clone(),
-            target_id: delivery.headers.target_id.clone(),
-            content_kind: content_kind_name(delivery.content_kind),
-            body: delivery.raw.clone(),
-            received_at: unix_ms(delivery.received_at),
-            claimed_until: hot.then(|| now_ms() + lease_ms()),
-        };
-        let inserted = self.call(Op::Insert(row)).await;
-        if hot && !matches!(inserted, Ok(OpResult::Inserted(true))) {
-            self.held().release(body);
-        }
-        match inserted {
-            Ok(OpResult::Inserted(true)) => {
-                if hot {
-                    let mut delivery = delivery;
-                    delivery.attempt = 1;
-                    delivery.first_run = true;
-                    self.held().push_reserved(delivery);
-                    self.shared.notify.notify_one();
-                }
-                Ok(Enqueued::Queued)
-            }
+        let hand_off = self.waiting_on_disk() == 0 && self.held().reserve(body);
+        let id = delivery.id().clone();
+        // The writer hands the delivery over (or frees the reservation) once
+        // the commit is decided.
+        match self.call(Op::Insert(NewRow { delivery, hand_off })).await {
+            Ok(OpResult::Inserted(true)) => Ok(Enqueued::Queued),
             Ok(_) => Ok(Enqueued::Duplicate),
-            Err(StoreError::Stopped) => Err(EnqueueError::Closed),
+            Err(StoreError::Stopped) => {
+                if hand_off {
+                    self.held().release(body);
+                }
+                Err(EnqueueError::Closed)
+            }
             Err(e) => {
-                tracing::error!(delivery.id = %delivery.id(), error = %e, "delivery not stored; answered 503");
+                tracing::error!(delivery.id = %id, error = %e, "delivery not stored; answered 503");
                 Err(EnqueueError::Store)
             }
         }
@@ -343,6 +362,9 @@ impl DeliveryQueue for SqliteQueue {
     async fn next(&self) -> Option<Delivery> {
         let mut lingered = false;
         loop {
+            if self.resync_due() {
+                self.resync().await;
+            }
             let notified = self.shared.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
@@ -428,7 +450,7 @@ impl DeliveryQueue for SqliteQueue {
     async fn abandon(&self, interrupted: &[DeliveryId]) -> Abandoned {
         let delivery_ids: Vec<String> = interrupted.iter().map(ToString::to_string).collect();
         // Claimed but never started: back to the queue as if never claimed.
-        let unstarted = self.held().drain_ids();
+        let unstarted = self.held().close_and_drain();
         let unclaimed = self.call(Op::RequeueRunning { delivery_ids: unstarted, never_started: true }).await;
         match unclaimed.and(self.call(Op::RequeueRunning { delivery_ids, never_started: false }).await) {
             Ok(_) => Abandoned { lost: Vec::new(), kept: self.depth() },

@@ -1,6 +1,7 @@
 //! Rows to deliveries and back, and the few statements shared by the writer
 //! and the operator commands.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -77,13 +78,21 @@ pub(super) fn stored_body(
     })
 }
 
-/// Deletes the body log segments no row refers to any more; returns how
-/// many. Only once the rows' deletion is committed.
+/// Deletes the body log segments no row points into any more (never the
+/// newest); returns how many. Only once the rows' deletion is committed.
 pub(crate) fn remove_unreferenced_bodies(conn: &Connection, dir: &Path) -> Result<usize, String> {
-    let oldest: Option<i64> = conn
-        .query_row("SELECT min(body_segment) FROM deliveries", [], |r| r.get(0))
+    let failed = |e: std::io::Error| format!("{}: {e}", dir.display());
+    let candidates = body_log::deletable(dir).map_err(failed)?;
+    let referenced = conn
+        .prepare_cached("SELECT DISTINCT body_segment FROM deliveries WHERE body_segment IS NOT NULL")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<HashSet<i64>>>())
         .map_err(|e| super::describe(&e))?;
-    body_log::remove_older_than(dir, oldest.unwrap_or(i64::MAX)).map_err(|e| format!("{}: {e}", dir.display()))
+    body_log::remove(dir, candidates.into_iter().filter(|s| !referenced.contains(s))).map_err(failed)
+}
+
+/// The highest body log segment a row points into (0: none).
+pub(super) fn highest_referenced_segment(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT coalesce(max(body_segment), 0) FROM deliveries", [], |r| r.get(0))
 }
 
 /// Deletes finished (done or dead) deliveries, with their bodies, that

@@ -12,12 +12,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
+use crate::delivery::Delivery;
 use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::body_log::{BodyLog, BodyRef};
-use super::rows::{BODY_COLUMNS, stored_body};
+use super::rows::{BODY_COLUMNS, content_kind_name, now_ms, stored_body, unix_ms};
 use super::{Shared, StoreError, remove_unreferenced_bodies};
 
 /// Most operations applied in one transaction.
@@ -25,18 +25,12 @@ const MAX_BATCH: usize = 1024;
 
 /// A delivery to insert.
 pub(super) struct NewRow {
-    pub delivery_id: String,
-    pub event: String,
-    pub action: Option<String>,
-    pub hook_id: Option<String>,
-    pub target_type: Option<String>,
-    pub target_id: Option<String>,
-    pub content_kind: &'static str,
-    pub body: Bytes,
-    pub received_at: i64,
-    /// `Some(lease_until)`: stored already claimed by this process (`running`,
-    /// first attempt), because it goes straight to a worker from memory.
-    pub claimed_until: Option<i64>,
+    pub delivery: Delivery,
+    /// Room is reserved among the held deliveries: once committed, it goes
+    /// straight to a worker from memory (stored `running`, first attempt),
+    /// unless the workers are gone by then. The writer does the hand-off, so
+    /// it happens even if the request that brought the delivery is dropped.
+    pub hand_off: bool,
 }
 
 /// A claimed delivery as stored.
@@ -62,6 +56,9 @@ pub(super) enum Settle {
     Dead { error: String },
 }
 
+// Inserts are most commands: boxing the large variant would add an
+// allocation to each, to save channel slot space.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Op {
     Insert(NewRow),
     /// Up to `limit` due deliveries, oldest first.
@@ -122,8 +119,11 @@ pub(super) fn run(
                 durable = wants_durable;
             }
         }
+        // Decided once per batch; a hand-off the drain closes meanwhile is
+        // put back on disk below.
+        let handing_off = !shared.held().closed;
         let started = Instant::now();
-        let results = apply_batch(&mut conn, &mut log, &batch);
+        let results = apply_batch(&mut conn, &mut log, &batch, handing_off);
         shared.metrics.store_commit_seconds.observe(started.elapsed().as_secs_f64());
         shared.metrics.store_batch_size.observe(batch.len() as f64);
         let pruned = batch.iter().any(|c| matches!(c.op, Op::Prune { .. }));
@@ -138,32 +138,68 @@ pub(super) fn run(
                     }
                 }
                 let mut work_available = false;
-                for (command, result) in batch.into_iter().zip(results) {
-                    work_available |= shared.account(&command.op, &result);
-                    let _ = command.reply.send(Ok(result));
+                let mut stranded = Vec::new();
+                for (Command { op, reply }, result) in batch.into_iter().zip(results) {
+                    work_available |= shared.account(&op, &result, handing_off);
+                    if let Op::Insert(NewRow { delivery, hand_off: true }) = op {
+                        let inserted = matches!(result, OpResult::Inserted(true));
+                        if let Some(unheld) = shared.hand_off(delivery, inserted && handing_off) {
+                            stranded.push(unheld);
+                        }
+                    }
+                    let _ = reply.send(Ok(result));
                 }
                 if work_available {
                     shared.wake_workers();
                 }
+                if !stranded.is_empty() {
+                    requeue_stranded(&mut conn, stranded, &shared);
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, operations = batch.len(), "store commit failed");
-                for command in batch {
-                    let _ = command.reply.send(Err(StoreError::Write(e.to_string())));
+                for Command { op, reply } in batch {
+                    if let Op::Insert(NewRow { delivery, hand_off: true }) = op {
+                        shared.hand_off(delivery, false);
+                    }
+                    let _ = reply.send(Err(StoreError::Write(e.to_string())));
                 }
             }
         }
     }
 }
 
+/// Puts back on disk, as if never claimed, hand-offs committed after the
+/// workers were gone. Should that fail, the next start queues them again.
+fn requeue_stranded(conn: &mut Connection, delivery_ids: Vec<String>, shared: &Shared) {
+    let op = Op::RequeueRunning { delivery_ids, never_started: true };
+    let requeued = conn.transaction().and_then(|tx| {
+        let result = apply(&tx, &op)?;
+        tx.commit()?;
+        Ok(result)
+    });
+    match requeued {
+        Ok(result) => {
+            shared.account(&op, &result, false);
+        }
+        Err(e) => tracing::error!(error = %e, "could not queue again deliveries received during the drain"),
+    }
+}
+
 /// Appends the batch's bodies to the log, then applies every operation in
 /// one transaction; all or nothing (bodies of a failed batch are never
 /// referenced).
-fn apply_batch(conn: &mut Connection, log: &mut BodyLog, batch: &[Command]) -> Result<Vec<OpResult>, String> {
+fn apply_batch(
+    conn: &mut Connection,
+    log: &mut BodyLog,
+    batch: &[Command],
+    handing_off: bool,
+) -> Result<Vec<OpResult>, String> {
     let new_bodies = batch.iter().filter_map(|c| match &c.op {
-        Op::Insert(row) => Some(&row.body[..]),
+        Op::Insert(row) => Some(&row.delivery.raw[..]),
         _ => None,
     });
+    let lease_until = now_ms() + super::lease_ms();
     let mut body_refs = log.append(new_bodies).map_err(|e| format!("{}: {e}", log.dir().display()))?.into_iter();
     let sql = |e: rusqlite::Error| super::describe(&e);
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
@@ -172,7 +208,7 @@ fn apply_batch(conn: &mut Connection, log: &mut BodyLog, batch: &[Command]) -> R
         let result = match &command.op {
             Op::Insert(row) => {
                 let body = body_refs.next().ok_or("the body log returned too few positions")?;
-                insert(&tx, row, body)
+                insert(&tx, row, body, (row.hand_off && handing_off).then_some(lease_until))
             }
             Op::Claim { now, lease_until, limit } => claim(&tx, log, *now, *lease_until, *limit),
             op => apply(&tx, op),
@@ -183,7 +219,11 @@ fn apply_batch(conn: &mut Connection, log: &mut BodyLog, batch: &[Command]) -> R
     Ok(results)
 }
 
-fn insert(conn: &Connection, row: &NewRow, body: BodyRef) -> rusqlite::Result<OpResult> {
+/// Inserts a delivery, `running` and leased until `claimed_until` if it is
+/// handed to a worker at once; a duplicate id inserts nothing.
+fn insert(conn: &Connection, row: &NewRow, body: BodyRef, claimed_until: Option<i64>) -> rusqlite::Result<OpResult> {
+    let delivery = &row.delivery;
+    let headers = &delivery.headers;
     let inserted = conn
         .prepare_cached(
             "INSERT INTO deliveries (delivery_id, event, action, hook_id, target_type, target_id, content_kind,
@@ -194,15 +234,15 @@ fn insert(conn: &Connection, row: &NewRow, body: BodyRef) -> rusqlite::Result<Op
              ON CONFLICT (delivery_id) DO NOTHING",
         )?
         .execute(params![
-            row.delivery_id,
-            row.event,
-            row.action,
-            row.hook_id,
-            row.target_type,
-            row.target_id,
-            row.content_kind,
-            row.received_at,
-            row.claimed_until,
+            delivery.id().as_str(),
+            delivery.event().as_str(),
+            delivery.routing.action,
+            headers.hook_id,
+            headers.target_type,
+            headers.target_id,
+            content_kind_name(delivery.content_kind),
+            unix_ms(delivery.received_at),
+            claimed_until,
             body.segment,
             body.offset,
             body.len
