@@ -323,6 +323,49 @@ async fn sqlite_deliveries_held_for_workers_at_the_drain_go_back_as_never_starte
     q.shutdown().await;
 }
 
+#[tokio::test]
+async fn sqlite_a_delivery_whose_request_was_dropped_mid_insert_still_reaches_a_worker() {
+    use futures::FutureExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options =
+        SqliteOptions { capacity: 10, retry: RETRY, body_segment_bytes: crate::queue::sqlite::DEFAULT_SEGMENT_BYTES };
+    let q = SqliteQueue::open(&dir.path().join("q.db"), options, Arc::new(Metrics::new())).expect("opens");
+    // Polled once (the insert is sent to the writer), then dropped, as when
+    // a client goes away: the writer still hands the delivery over.
+    assert!(q.enqueue(delivery("dropped")).now_or_never().is_none(), "the insert waits for the writer");
+    assert_eq!(next(&q).await.id().as_str(), "dropped");
+    assert_eq!(q.depth(), 0, "no reservation left behind");
+    q.shutdown().await;
+}
+
+#[tokio::test]
+async fn sqlite_a_hand_off_committed_after_the_drain_goes_back_on_disk_as_never_started() {
+    use futures::FutureExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("q.db");
+    let options =
+        SqliteOptions { capacity: 10, retry: RETRY, body_segment_bytes: crate::queue::sqlite::DEFAULT_SEGMENT_BYTES };
+    let q = SqliteQueue::open(&path, options.clone(), Arc::new(Metrics::new())).expect("opens");
+    // Another connection holds the write lock, so the insert's commit waits
+    // while the drain closes the hand-off. Whether the writer had taken the
+    // insert by then (stored `running`, then put back) or not (stored
+    // `queued`), it must come back as never started.
+    let blocker = rusqlite::Connection::open(&path).expect("open");
+    blocker.execute_batch("BEGIN IMMEDIATE").expect("lock");
+    assert!(q.enqueue(delivery("late")).now_or_never().is_none());
+    q.close();
+    // The drain closes the hand-off at once, then waits for the writer.
+    assert!(q.abandon(&[]).now_or_never().is_none());
+    blocker.execute_batch("COMMIT").expect("unlock");
+    q.shutdown().await;
+    drop(q);
+
+    let q = SqliteQueue::open(&path, options, Arc::new(Metrics::new())).expect("reopens");
+    let late = next(&q).await;
+    assert_eq!((late.id().as_str(), late.attempt, late.first_run), ("late", 1, true), "it never ran");
+    q.shutdown().await;
+}
+
 /// Schema version 1, from before the body log: bodies in the database.
 const V1_SCHEMA: &str = "
 CREATE TABLE deliveries (

@@ -62,7 +62,8 @@ impl BodyLog {
                 File::open(parent)?.sync_all()?;
             }
         }
-        let segment = list(dir)?.into_iter().max().unwrap_or(0).max(referenced) + 1;
+        let highest = list(dir)?.into_iter().max().unwrap_or(0).max(referenced);
+        let segment = highest.checked_add(1).ok_or_else(|| invalid("no segment number left"))?;
         let file = create_segment(dir, segment)?;
         Ok(Self { dir: dir.to_path_buf(), segment, file, len: 0, segment_bytes, broken: false, buffer: Vec::new() })
     }
@@ -113,8 +114,11 @@ impl BodyLog {
     }
 
     fn rotate(&mut self) -> io::Result<()> {
-        self.file = create_segment(&self.dir, self.segment + 1)?;
-        self.segment += 1;
+        // The number is used up even if creating the file fails halfway (it
+        // may exist): the next try takes the one after. No row points into it.
+        self.broken = true;
+        self.segment = self.segment.checked_add(1).ok_or_else(|| invalid("no segment number left"))?;
+        self.file = create_segment(&self.dir, self.segment)?;
         self.len = 0;
         self.broken = false;
         Ok(())

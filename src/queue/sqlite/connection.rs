@@ -58,9 +58,16 @@ pub(crate) fn apply_schema(conn: &Connection, schema: &str) -> Result<(), String
         }
         conn.execute_batch(schema).map_err(sql)
     })();
-    let end = if applied.is_ok() { "COMMIT" } else { "ROLLBACK" };
-    conn.execute_batch(end).map_err(sql)?;
-    applied
+    match applied {
+        Ok(()) => conn.execute_batch("COMMIT").map_err(sql),
+        Err(e) => {
+            // SQLite may have rolled back by itself (a full disk, say).
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            Err(e)
+        }
+    }
 }
 
 /// The schema version `schema.sql` sets.

@@ -18,9 +18,9 @@ mod writer;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use nix::fcntl::{Flock, FlockArg};
@@ -165,8 +165,10 @@ pub struct SqliteQueue {
     shared: Arc<Shared>,
     options: SqliteOptions,
     closed: AtomicBool,
-    /// When waiting rows were last recounted from disk, Unix ms.
-    last_resync: AtomicI64,
+    /// When waiting rows were last recounted from disk, in ms since `started`
+    /// (a monotonic clock: a wall clock stepped back would delay recounts).
+    last_resync: AtomicU64,
+    started: Instant,
     /// Held while this process owns the database; released by `shutdown`.
     lock: Mutex<Option<Flock<File>>>,
 }
@@ -231,7 +233,8 @@ impl SqliteQueue {
             shared,
             options,
             closed: AtomicBool::new(false),
-            last_resync: AtomicI64::new(now_ms()),
+            last_resync: AtomicU64::new(0),
+            started: Instant::now(),
             lock: Mutex::new(Some(lock)),
         })
     }
@@ -260,10 +263,14 @@ impl SqliteQueue {
     /// whichever worker asks first, so rows the CLI requeued are seen even
     /// while new deliveries keep every worker busy.
     fn resync_due(&self) -> bool {
-        let now = now_ms();
+        let now = self.monotonic_ms();
         let last = self.last_resync.load(Ordering::SeqCst);
-        now - last >= i64::try_from(POLL_INTERVAL.as_millis()).unwrap_or(i64::MAX)
+        now.saturating_sub(last) >= u64::try_from(POLL_INTERVAL.as_millis()).unwrap_or(u64::MAX)
             && self.last_resync.compare_exchange(last, now, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+    }
+
+    fn monotonic_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Rows waiting on disk.
@@ -317,7 +324,7 @@ impl SqliteQueue {
             })
         })
         .await;
-        self.last_resync.store(now_ms(), Ordering::SeqCst);
+        self.last_resync.store(self.monotonic_ms(), Ordering::SeqCst);
         if let Ok(Ok((queued, next))) = counted {
             self.shared.queued.store(usize::try_from(queued).unwrap_or(0), Ordering::SeqCst);
             self.shared.next_retry_at.store(next.unwrap_or(i64::MAX), Ordering::SeqCst);
@@ -509,5 +516,37 @@ impl DeliveryQueue for SqliteQueue {
 
     fn describe(&self) -> String {
         format!("sqlite:{}", self.path.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::webhook::body::ContentKind;
+    use crate::webhook::headers::{EventName, GitHubHeaders};
+
+    #[test]
+    fn a_hand_off_after_the_drain_is_refused_and_its_reservation_freed() {
+        let shared = Shared {
+            queued: AtomicUsize::new(0),
+            next_retry_at: AtomicI64::new(i64::MAX),
+            notify: Notify::new(),
+            metrics: Arc::new(Metrics::new()),
+            held: Mutex::new(Held::default()),
+        };
+        let headers = GitHubHeaders {
+            event: EventName::parse("issues").expect("event"),
+            delivery_id: DeliveryId::parse("late").expect("id"),
+            hook_id: None,
+            target_type: None,
+            target_id: None,
+        };
+        let delivery =
+            Delivery::from_verified(headers, ContentKind::Json, bytes::Bytes::from_static(b"{}")).expect("valid");
+        assert!(shared.held().reserve(delivery.raw.len()));
+        assert!(shared.held().close_and_drain().is_empty());
+        assert_eq!(shared.hand_off(delivery, true).as_deref(), Some("late"), "to be put back on disk");
+        assert_eq!(shared.held().len(), 0, "nothing held, nothing reserved");
+        assert!(shared.held().deliveries.is_empty());
     }
 }
