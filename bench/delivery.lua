@@ -1,19 +1,27 @@
 -- wrk script: POST the payload file as a GitHub delivery, every request with
 -- a fresh X-GitHub-Delivery. The signature depends on the body only, so it is
--- computed once by the caller and passed in the environment.
+-- computed once by the caller and passed in the environment. The request is
+-- prebuilt around the id (wrk.format per request cost wrk ~8% of its rate,
+-- and wrk is what limits the floor's figure).
 local body = io.open(os.getenv("BENCH_PAYLOAD"), "rb"):read("*a")
 local signature = os.getenv("BENCH_SIGNATURE")
 local event = os.getenv("BENCH_EVENT")
 local counter = 0
 local thread_tag = tostring(math.random(1, 1e9))
+local head, tail
+
+function init(args)
+  head = "POST /webhook HTTP/1.1\r\n" ..
+    "Host: " .. wrk.host .. ":" .. wrk.port .. "\r\n" ..
+    "Content-Type: application/json\r\n" ..
+    "X-GitHub-Event: " .. event .. "\r\n" ..
+    "X-Hub-Signature-256: " .. signature .. "\r\n" ..
+    "Content-Length: " .. #body .. "\r\n" ..
+    "X-GitHub-Delivery: " .. thread_tag .. "-"
+  tail = "\r\n\r\n" .. body
+end
 
 function request()
   counter = counter + 1
-  local headers = {
-    ["Content-Type"] = "application/json",
-    ["X-GitHub-Event"] = event,
-    ["X-GitHub-Delivery"] = thread_tag .. "-" .. counter,
-    ["X-Hub-Signature-256"] = signature,
-  }
-  return wrk.format("POST", "/webhook", headers, body)
+  return head .. counter .. tail
 end

@@ -14,18 +14,19 @@ pub use body_log::DEFAULT_SEGMENT_BYTES;
 mod connection;
 mod held;
 mod rows;
+mod shared;
 mod writer;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use nix::fcntl::{Flock, FlockArg};
 use rusqlite::Connection;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{Abandoned, DeliveryQueue, EnqueueError, Enqueued, Outcome, Settled, StateCounts};
 use crate::delivery::{Delivery, DeliveryId};
@@ -36,11 +37,13 @@ pub(crate) use connection::{apply_schema, describe, open_connection};
 use rows::restore;
 pub(crate) use rows::{now_ms, prune_finished, remove_unreferenced_bodies};
 
+use held::Held;
+use shared::Shared;
+use writer::{Command, NewRow, Op, OpResult, Settle};
+
 fn lease_ms() -> i64 {
     i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX)
 }
-use held::Held;
-use writer::{Command, NewRow, Op, OpResult, Settle};
 
 /// The schema, applied at every open (idempotent).
 const SCHEMA: &str = include_str!("schema.sql");
@@ -78,74 +81,6 @@ pub enum StoreError {
     Read(String),
     #[error("the store is shut down")]
     Stopped,
-}
-
-/// State shared by the queue and its writer thread.
-pub(crate) struct Shared {
-    /// Rows in state `queued` (waiting, retries included).
-    queued: AtomicUsize,
-    /// Earliest `next_attempt_at` of a scheduled retry, Unix ms (i64::MAX: none).
-    next_retry_at: AtomicI64,
-    notify: Notify,
-    metrics: Arc<Metrics>,
-    held: Mutex<Held>,
-}
-
-impl Shared {
-    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
-        self.held.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Gives a committed delivery to the workers, or frees its reservation
-    /// when `handed` is false (a duplicate, a failed commit, stored queued).
-    /// Returns its id if the workers were gone by then: it must go back on disk.
-    fn hand_off(&self, mut delivery: Delivery, handed: bool) -> Option<String> {
-        let mut held = self.held();
-        if !handed || held.closed {
-            held.release(delivery.raw.len());
-            return handed.then(|| delivery.id().to_string());
-        }
-        delivery.attempt = 1;
-        delivery.first_run = true;
-        held.push_reserved(delivery);
-        drop(held);
-        self.notify.notify_one();
-        None
-    }
-
-    /// Mirrors a committed operation in the counters; true when it made a
-    /// delivery claimable now (so idle workers should look).
-    fn account(&self, op: &Op, result: &OpResult, handing_off: bool) -> bool {
-        match (op, result) {
-            (Op::Insert(row), OpResult::Inserted(true)) if !(row.hand_off && handing_off) => {
-                self.queued.fetch_add(1, Ordering::SeqCst);
-                true
-            }
-            (Op::Claim { .. }, OpResult::Claimed(rows)) => {
-                let _ = self
-                    .queued
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| Some(n.saturating_sub(rows.len())));
-                false
-            }
-            (Op::Finish { settle: Settle::RetryAt { at, .. }, .. }, OpResult::Count(1)) => {
-                self.queued.fetch_add(1, Ordering::SeqCst);
-                self.next_retry_at.fetch_min(*at, Ordering::SeqCst);
-                // A worker sleeping until a later retry must recompute its wait.
-                true
-            }
-            (Op::RequeueRunning { .. }, OpResult::Count(n)) => {
-                self.queued.fetch_add(*n, Ordering::SeqCst);
-                *n > 0
-            }
-            _ => false,
-        }
-    }
-
-    /// Wakes every idle worker. Only after a commit that made work available:
-    /// waking on every commit would make idle workers claim in a loop.
-    fn wake_workers(&self) {
-        self.notify.notify_waiters();
-    }
 }
 
 /// Settings of the durable queue.
@@ -209,13 +144,7 @@ impl SqliteQueue {
             .map_err(|e| open_error(describe(&e)))?;
         let reader = open_connection(path, false).map_err(open_error)?;
 
-        let shared = Arc::new(Shared {
-            queued: AtomicUsize::new(usize::try_from(queued).unwrap_or(0)),
-            next_retry_at: AtomicI64::new(i64::MAX),
-            notify: Notify::new(),
-            metrics,
-            held: Mutex::new(Held::default()),
-        });
+        let shared = Arc::new(Shared::new(usize::try_from(queued).unwrap_or(0), metrics));
         let (commands, rx) = mpsc::unbounded_channel();
         let writer_shared = shared.clone();
         let writer = std::thread::Builder::new()
@@ -516,37 +445,5 @@ impl DeliveryQueue for SqliteQueue {
 
     fn describe(&self) -> String {
         format!("sqlite:{}", self.path.display())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::webhook::body::ContentKind;
-    use crate::webhook::headers::{EventName, GitHubHeaders};
-
-    #[test]
-    fn a_hand_off_after_the_drain_is_refused_and_its_reservation_freed() {
-        let shared = Shared {
-            queued: AtomicUsize::new(0),
-            next_retry_at: AtomicI64::new(i64::MAX),
-            notify: Notify::new(),
-            metrics: Arc::new(Metrics::new()),
-            held: Mutex::new(Held::default()),
-        };
-        let headers = GitHubHeaders {
-            event: EventName::parse("issues").expect("event"),
-            delivery_id: DeliveryId::parse("late").expect("id"),
-            hook_id: None,
-            target_type: None,
-            target_id: None,
-        };
-        let delivery =
-            Delivery::from_verified(headers, ContentKind::Json, bytes::Bytes::from_static(b"{}")).expect("valid");
-        assert!(shared.held().reserve(delivery.raw.len()));
-        assert!(shared.held().close_and_drain().is_empty());
-        assert_eq!(shared.hand_off(delivery, true).as_deref(), Some("late"), "to be put back on disk");
-        assert_eq!(shared.held().len(), 0, "nothing held, nothing reserved");
-        assert!(shared.held().deliveries.is_empty());
     }
 }
