@@ -1,0 +1,168 @@
+//! Parsers for single settings: each reads one variable (or a small group,
+//! such as the GitHub credential) and says what is wrong with it by name.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use url::Url;
+
+use super::{ConfigError, DEFAULT_STORE, Env, GitHubCredential, LogFormat, StoreKind, secrets};
+
+pub(super) fn default_workers() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+pub(super) fn parse_listen(env: &Env) -> Result<SocketAddr, ConfigError> {
+    let raw = env.get("WEBHOOKD_LISTEN").unwrap_or("127.0.0.1:8080");
+    if let Ok(addr) = raw.parse() {
+        return Ok(addr);
+    }
+    raw.to_socket_addrs().ok().and_then(|mut addrs| addrs.next()).ok_or_else(|| {
+        ConfigError::invalid("WEBHOOKD_LISTEN", format!("expected address:port such as 127.0.0.1:8080, got {raw:?}"))
+    })
+}
+
+pub(super) fn parse_api_url(env: &Env) -> Result<Url, ConfigError> {
+    let raw = env.get("WEBHOOKD_GITHUB_API_URL").unwrap_or("https://api.github.com");
+    let url = Url::parse(raw)
+        .map_err(|e| ConfigError::invalid("WEBHOOKD_GITHUB_API_URL", format!("not a URL ({e}): {raw:?}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+        return Err(ConfigError::invalid("WEBHOOKD_GITHUB_API_URL", format!("expected an http(s) URL, got {raw:?}")));
+    }
+    Ok(url)
+}
+
+pub(super) fn read_credential(env: &Env) -> Result<Option<GitHubCredential>, ConfigError> {
+    let token = secrets::read_one(env, "WEBHOOKD_GITHUB_TOKEN", "WEBHOOKD_GITHUB_TOKEN_FILE")?;
+    // It goes into an Authorization header: refuse now what a header cannot hold.
+    if token.as_ref().is_some_and(|t| !secrecy::ExposeSecret::expose_secret(t).bytes().all(|b| b.is_ascii_graphic())) {
+        return Err(ConfigError::invalid(
+            "WEBHOOKD_GITHUB_TOKEN",
+            "contains spaces or characters not allowed in an HTTP header (is the file's content only the token?)",
+        ));
+    }
+    let app_id = env.get("WEBHOOKD_GITHUB_APP_ID");
+    let key_file = env.get("WEBHOOKD_GITHUB_APP_KEY_FILE");
+    match (token, app_id, key_file) {
+        (token, None, None) => Ok(token.map(GitHubCredential::Token)),
+        (Some(_), _, _) => Err(ConfigError::invalid(
+            "WEBHOOKD_GITHUB_APP_ID",
+            "set either a token (WEBHOOKD_GITHUB_TOKEN) or a GitHub App (WEBHOOKD_GITHUB_APP_ID and _KEY_FILE), not both",
+        )),
+        (None, Some(_), None) => Err(ConfigError::invalid(
+            "WEBHOOKD_GITHUB_APP_KEY_FILE",
+            "required with WEBHOOKD_GITHUB_APP_ID: the App's private key (PEM)",
+        )),
+        (None, None, Some(_)) => Err(ConfigError::invalid(
+            "WEBHOOKD_GITHUB_APP_ID",
+            "required with WEBHOOKD_GITHUB_APP_KEY_FILE: the App's numeric id",
+        )),
+        (None, Some(id), Some(path)) => {
+            let app_id = id.trim().parse::<u64>().map_err(|_| {
+                ConfigError::invalid("WEBHOOKD_GITHUB_APP_ID", format!("expected the App's numeric id, got {id:?}"))
+            })?;
+            let pem = secrets::read_file(env, "WEBHOOKD_GITHUB_APP_KEY_FILE", path)?;
+            let key = jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|_| {
+                let shown = secrets::resolve(env, std::path::Path::new(path));
+                ConfigError::invalid(
+                    "WEBHOOKD_GITHUB_APP_KEY_FILE",
+                    format!(
+                        "{}: not an RSA private key in PEM form (download one from the App's settings)",
+                        shown.display()
+                    ),
+                )
+            })?;
+            Ok(Some(GitHubCredential::App { app_id, key }))
+        }
+    }
+}
+
+pub(super) fn parse_store(env: &Env) -> Result<StoreKind, ConfigError> {
+    let raw = env.get("WEBHOOKD_STORE").unwrap_or(DEFAULT_STORE);
+    match raw.split_once(':') {
+        _ if raw == "memory" => Ok(StoreKind::Memory),
+        Some(("sqlite", path)) if !path.is_empty() => Ok(StoreKind::Sqlite(PathBuf::from(path))),
+        _ => Err(ConfigError::invalid(
+            "WEBHOOKD_STORE",
+            format!("expected sqlite:PATH (e.g. {DEFAULT_STORE}) or memory, got {raw:?}"),
+        )),
+    }
+}
+
+pub(super) fn parse_rules(env: &Env) -> Result<Option<PathBuf>, ConfigError> {
+    match env.get("WEBHOOKD_RULES") {
+        None => Ok(None),
+        Some(path) if Path::new(path).is_file() => Ok(Some(PathBuf::from(path))),
+        Some(path) => Err(ConfigError::invalid("WEBHOOKD_RULES", format!("no rules file at {path:?}"))),
+    }
+}
+
+/// The webhook secrets (`WEBHOOKD_SECRET` or `_FILE`), read now: at start
+/// and again on SIGHUP.
+pub fn webhook_secrets(env: &Env) -> Result<Vec<SecretString>, ConfigError> {
+    secrets::read_list(env, "WEBHOOKD_SECRET", "WEBHOOKD_SECRET_FILE")?.ok_or_else(|| {
+        ConfigError::invalid("WEBHOOKD_SECRET", "required: the webhook secret set on GitHub (or WEBHOOKD_SECRET_FILE)")
+    })
+}
+
+pub(super) fn parse_log_filter(env: &Env) -> Result<String, ConfigError> {
+    let filter = env.get("RUST_LOG").unwrap_or("info");
+    tracing_subscriber::EnvFilter::try_new(filter)
+        .map_err(|e| ConfigError::invalid("RUST_LOG", format!("invalid log filter {filter:?}: {e}")))?;
+    Ok(filter.to_owned())
+}
+
+pub(super) fn parse_log_format(env: &Env) -> Result<LogFormat, ConfigError> {
+    match env.get("WEBHOOKD_LOG_FORMAT").unwrap_or("text") {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => {
+            Err(ConfigError::invalid("WEBHOOKD_LOG_FORMAT", format!("expected \"text\" or \"json\", got {other:?}")))
+        }
+    }
+}
+
+pub(super) fn parse_or<T: FromStr>(env: &Env, var: &str, default: T) -> Result<T, ConfigError> {
+    match env.get(var) {
+        None => Ok(default),
+        Some(raw) => {
+            raw.trim().parse().map_err(|_| ConfigError::invalid(var, format!("expected a whole number, got {raw:?}")))
+        }
+    }
+}
+
+pub(super) fn parse_positive<T: FromStr + Default + PartialEq + Copy>(
+    env: &Env,
+    var: &str,
+    default: T,
+) -> Result<T, ConfigError> {
+    let value = parse_or(env, var, default)?;
+    if value == T::default() {
+        return Err(ConfigError::invalid(var, "must be at least 1"));
+    }
+    Ok(value)
+}
+
+/// A duration such as `1s`, `500ms`, `7d` or `2h 30m`.
+pub(super) fn parse_duration(env: &Env, var: &str, default: Duration) -> Result<Duration, ConfigError> {
+    match env.get(var) {
+        None => Ok(default),
+        Some(raw) => humantime::parse_duration(raw.trim()).map_err(|_| {
+            ConfigError::invalid(var, format!("expected a duration such as 1s, 500ms or 7d, got {raw:?}"))
+        }),
+    }
+}
+
+/// Whole seconds (`30`), or a duration with a unit (`30s`, `2m`).
+pub(super) fn parse_seconds(env: &Env, var: &str, default: Duration) -> Result<Duration, ConfigError> {
+    match env.get(var).map(str::trim) {
+        Some(raw) if raw.bytes().all(|b| b.is_ascii_digit()) => raw
+            .parse()
+            .map(Duration::from_secs)
+            .map_err(|_| ConfigError::invalid(var, format!("number of seconds out of range: {raw:?}"))),
+        _ => parse_duration(env, var, default),
+    }
+}
