@@ -4,14 +4,16 @@
 //! `auth` picks the credential, `limits` keeps GitHub's rate-limit guidance
 //! per credential, `etag` answers repeated GETs from `304`s.
 
+mod api;
 mod auth;
 mod client;
 mod error;
 mod etag;
 mod limits;
 
+pub use api::GitHubApi;
 pub use auth::CredentialKey;
-pub use client::{GitHub, GitHubApi, GitHubResponse, Reply, Request, route_template};
+pub use client::{GitHub, GitHubResponse, Reply, Request, route_template};
 pub use error::GitHubError;
 pub use limits::PauseReason;
 
