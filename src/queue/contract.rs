@@ -41,10 +41,13 @@ fn memory(capacity: usize) -> Backend {
     Backend { queue: Arc::new(MemoryQueue::new(capacity, Duration::from_secs(3600), RETRY)), _dir: None }
 }
 
+fn sqlite_options(capacity: usize) -> SqliteOptions {
+    SqliteOptions { capacity, retry: RETRY, body_segment_bytes: crate::queue::sqlite::DEFAULT_SEGMENT_BYTES }
+}
+
 fn sqlite(capacity: usize) -> Backend {
     let dir = tempfile::tempdir().expect("tempdir");
-    let options =
-        SqliteOptions { capacity, retry: RETRY, body_segment_bytes: crate::queue::sqlite::DEFAULT_SEGMENT_BYTES };
+    let options = sqlite_options(capacity);
     let queue = SqliteQueue::open(&dir.path().join("q.db"), options, Arc::new(Metrics::new())).expect("opens");
     Backend { queue: Arc::new(queue), _dir: Some(dir) }
 }
@@ -154,8 +157,7 @@ store_contract_tests!(sqlite);
 async fn sqlite_keeps_deliveries_across_reopen_and_requeues_what_was_running() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("q.db");
-    let options =
-        SqliteOptions { capacity: 10, retry: RETRY, body_segment_bytes: crate::queue::sqlite::DEFAULT_SEGMENT_BYTES };
+    let options = sqlite_options(10);
     let q = SqliteQueue::open(&path, options.clone(), Arc::new(Metrics::new())).expect("opens");
     q.enqueue(delivery("x")).await.expect("queued");
     q.enqueue(delivery("y")).await.expect("queued");
@@ -244,8 +246,7 @@ async fn sqlite_reads_a_version_1_database_with_bodies_inside() {
     old.execute("INSERT INTO bodies (seq, body) VALUES (last_insert_rowid(), ?1)", [&body[..]]).expect("body");
     drop(old);
 
-    let options =
-        SqliteOptions { capacity: 10, retry: RETRY, body_segment_bytes: crate::queue::sqlite::DEFAULT_SEGMENT_BYTES };
+    let options = sqlite_options(10);
     let q = SqliteQueue::open(&path, options, Arc::new(Metrics::new())).expect("opens and migrates");
     let stored = next(&q).await;
     assert_eq!((stored.id().as_str(), &stored.raw), ("old", &body));
@@ -262,8 +263,7 @@ async fn sqlite_reads_a_version_1_database_with_bodies_inside() {
     // columns, not the version, say what is migrated.
     conn.execute_batch("PRAGMA user_version = 1").expect("downgrade the version");
     drop(conn);
-    let options =
-        SqliteOptions { capacity: 10, retry: RETRY, body_segment_bytes: crate::queue::sqlite::DEFAULT_SEGMENT_BYTES };
+    let options = sqlite_options(10);
     let q = SqliteQueue::open(&path, options, Arc::new(Metrics::new())).expect("opens again");
     q.shutdown().await;
 }
@@ -272,8 +272,7 @@ async fn sqlite_reads_a_version_1_database_with_bodies_inside() {
 async fn sqlite_hands_out_rows_requeued_from_outside_even_while_new_deliveries_keep_it_busy() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("q.db");
-    let options =
-        SqliteOptions { capacity: 100, retry: RETRY, body_segment_bytes: crate::queue::sqlite::DEFAULT_SEGMENT_BYTES };
+    let options = sqlite_options(100);
     let q = SqliteQueue::open(&path, options, Arc::new(Metrics::new())).expect("opens");
     q.enqueue(delivery("old")).await.expect("queued");
     let old = next(&q).await;
@@ -303,8 +302,7 @@ async fn sqlite_hands_out_rows_requeued_from_outside_even_while_new_deliveries_k
 async fn sqlite_deliveries_held_for_workers_at_the_drain_go_back_as_never_started() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("q.db");
-    let options =
-        SqliteOptions { capacity: 10, retry: RETRY, body_segment_bytes: crate::queue::sqlite::DEFAULT_SEGMENT_BYTES };
+    let options = sqlite_options(10);
     let q = SqliteQueue::open(&path, options.clone(), Arc::new(Metrics::new())).expect("opens");
     q.enqueue(delivery("a")).await.expect("queued");
     q.enqueue(delivery("b")).await.expect("queued");
@@ -327,8 +325,7 @@ async fn sqlite_deliveries_held_for_workers_at_the_drain_go_back_as_never_starte
 async fn sqlite_a_delivery_whose_request_was_dropped_mid_insert_still_reaches_a_worker() {
     use futures::FutureExt;
     let dir = tempfile::tempdir().expect("tempdir");
-    let options =
-        SqliteOptions { capacity: 10, retry: RETRY, body_segment_bytes: crate::queue::sqlite::DEFAULT_SEGMENT_BYTES };
+    let options = sqlite_options(10);
     let q = SqliteQueue::open(&dir.path().join("q.db"), options, Arc::new(Metrics::new())).expect("opens");
     // Polled once (the insert is sent to the writer), then dropped, as when
     // a client goes away: the writer still hands the delivery over.
@@ -343,8 +340,7 @@ async fn sqlite_a_hand_off_committed_after_the_drain_goes_back_on_disk_as_never_
     use futures::FutureExt;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("q.db");
-    let options =
-        SqliteOptions { capacity: 10, retry: RETRY, body_segment_bytes: crate::queue::sqlite::DEFAULT_SEGMENT_BYTES };
+    let options = sqlite_options(10);
     let q = SqliteQueue::open(&path, options.clone(), Arc::new(Metrics::new())).expect("opens");
     // Another connection holds the write lock, so the insert's commit waits
     // while the drain closes the hand-off. Whether the writer had taken the
@@ -382,8 +378,7 @@ async fn sqlite_open_errors_name_the_path() {
     let dir = tempfile::tempdir().expect("tempdir");
     let corrupt = dir.path().join("corrupt.db");
     std::fs::write(&corrupt, vec![0x5a; 8192]).expect("write");
-    let options =
-        SqliteOptions { capacity: 10, retry: RETRY, body_segment_bytes: crate::queue::sqlite::DEFAULT_SEGMENT_BYTES };
+    let options = sqlite_options(10);
     let err = SqliteQueue::open(&corrupt, options.clone(), Arc::new(Metrics::new())).err().expect("corrupt fails");
     assert!(matches!(err, StoreError::Open { .. }), "{err}");
     assert!(err.to_string().contains("corrupt.db"), "{err}");
