@@ -51,8 +51,8 @@ const SCHEMA: &str = include_str!("schema.sql");
 /// database the lease is informational; a shared backend would reclaim
 /// expired leases.
 const LEASE: Duration = Duration::from_secs(15 * 60);
-/// How often idle workers look for rows changed outside this process
-/// (`deliveries replay`) or retries that fell due.
+/// How often workers recount rows changed outside this process (`deliveries
+/// replay`), busy or not, and idle ones look for retries that fell due.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// Due deliveries claimed in one round trip to the writer; the ones no worker
 /// takes at once wait in memory, already `running` on disk (a crash requeues
