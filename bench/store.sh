@@ -17,7 +17,7 @@ EVENT=${EVENT:-push}
 PORT=${PORT:-18199}
 
 cargo build --release --quiet
-bin=target/release/webhookd
+bin=$(realpath "${CARGO_TARGET_DIR:-target}")/release/webhookd
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -29,7 +29,7 @@ fi
 export WEBHOOKD_SECRET=bench-secret WEBHOOKD_LISTEN=127.0.0.1:$PORT RUST_LOG=warn
 run_one() { # store label
   rm -rf "$work/data"
-  (cd "$work" && WEBHOOKD_STORE=$1 exec "${server_cpu[@]}" "$OLDPWD/$bin" serve) >"$work/server.log" 2>&1 &
+  (cd "$work" && WEBHOOKD_STORE=$1 exec "${server_cpu[@]}" "$bin" serve) >"$work/server.log" 2>&1 &
   local pid=$!
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.05; done
   "${load_cpu[@]}" "$bin" send "$PAYLOAD" --event "$EVENT" --count "$COUNT" --concurrency "$CONCURRENCY" --json \
