@@ -336,7 +336,7 @@ async fn sqlite_a_delivery_whose_request_was_dropped_mid_insert_still_reaches_a_
 }
 
 #[tokio::test]
-async fn sqlite_a_hand_off_committed_after_the_drain_goes_back_on_disk_as_never_started() {
+async fn sqlite_a_delivery_racing_the_drain_comes_back_as_never_started() {
     use futures::FutureExt;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("q.db");
