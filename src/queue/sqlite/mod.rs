@@ -276,9 +276,8 @@ impl DeliveryQueue for SqliteQueue {
         // back). With rows waiting (a backlog, retries) it queues behind them.
         let body = delivery.raw.len();
         let hand_off = self.waiting_on_disk() == 0 && self.held().reserve(body);
-        let id = delivery.id().clone();
         // The writer hands the delivery over (or frees the reservation) once
-        // the commit is decided.
+        // the commit is decided, and logs a delivery it could not store.
         match self.call(Op::Insert(NewRow { delivery, hand_off })).await {
             Ok(OpResult::Inserted(true)) => Ok(Enqueued::Queued),
             Ok(_) => Ok(Enqueued::Duplicate),
@@ -288,10 +287,7 @@ impl DeliveryQueue for SqliteQueue {
                 }
                 Err(EnqueueError::Closed)
             }
-            Err(e) => {
-                tracing::error!(delivery.id = %id, error = %e, "delivery not stored; answered 503");
-                Err(EnqueueError::Store)
-            }
+            Err(_) => Err(EnqueueError::Store),
         }
     }
 

@@ -159,8 +159,11 @@ pub(super) fn run(
             Err(e) => {
                 tracing::error!(error = %e, operations = batch.len(), "store commit failed");
                 for Command { op, reply } in batch {
-                    if let Op::Insert(NewRow { delivery, hand_off: true }) = op {
-                        shared.hand_off(delivery, false);
+                    if let Op::Insert(NewRow { delivery, hand_off }) = op {
+                        tracing::error!(delivery.id = %delivery.id(), "delivery not stored; answered 503");
+                        if hand_off {
+                            shared.hand_off(delivery, false);
+                        }
                     }
                     let _ = reply.send(Err(StoreError::Write(e.to_string())));
                 }
