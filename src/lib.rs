@@ -18,6 +18,7 @@ pub mod handler;
 pub mod http;
 pub mod lifecycle;
 pub mod queue;
+pub mod redact;
 pub mod reload;
 pub mod retry;
 pub mod rules;

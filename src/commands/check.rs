@@ -31,7 +31,7 @@ pub fn check(env: &Env) -> ExitCode {
     out!("configuration OK");
     out!("  listen            {}", s.listen);
     out!("  webhook secrets   {} configured", s.secrets.len());
-    out!("  GitHub API        {}", s.github.api_url);
+    out!("  GitHub API        {}", crate::redact::url(&s.github.api_url));
     out!("  GitHub credential {credential}");
     out!(
         "  GitHub pacing     {} in flight, writes {} apart, timeout {}",
@@ -44,7 +44,8 @@ pub fn check(env: &Env) -> ExitCode {
     out!("  queue capacity    {}", s.queue_capacity);
     out!("  retention         {}", humantime::format_duration(s.retention));
     out!("  attempts          {} (backoff from {})", s.max_attempts, humantime::format_duration(s.retry_backoff));
-    out!("  max body          {} bytes", s.max_body);
+    out!("  max body          {} bytes, within {}", s.max_body, humantime::format_duration(s.body_timeout));
+    out!("  max connections   {}", s.max_connections);
     out!("  shutdown timeout  {}", humantime::format_duration(s.shutdown_timeout));
     out!("  stall timeout     {} (systemd watchdog)", humantime::format_duration(s.stall_timeout));
     out!("  rules             {rules}");

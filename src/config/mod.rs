@@ -17,8 +17,8 @@ use url::Url;
 pub use env::{DEFAULT_ENV_FILE, Env};
 pub use parse::webhook_secrets;
 use parse::{
-    default_workers, parse_api_url, parse_duration, parse_listen, parse_log_filter, parse_log_format, parse_or,
-    parse_positive, parse_rules, parse_seconds, parse_store, read_credential,
+    default_workers, in_duration_range, parse_api_url, parse_duration, parse_in_range, parse_listen, parse_log_filter,
+    parse_log_format, parse_rules, parse_seconds, parse_store, read_credential,
 };
 
 /// GitHub's own cap on a webhook payload: 25 MiB.
@@ -31,6 +31,50 @@ pub const DEFAULT_STORE_QUEUE_CAPACITY: usize = 100_000;
 pub const DEFAULT_STORE: &str = "sqlite:./data/webhookd.db";
 /// GitHub's documented ceiling on concurrent requests per credential.
 pub const MAX_GITHUB_CONCURRENCY: usize = 100;
+/// Largest `WEBHOOKD_MAX_BODY`: four times GitHub's cap. A body is held in
+/// memory whole while it is verified.
+pub const MAX_BODY_LIMIT_BYTES: usize = 100 * 1024 * 1024;
+/// Largest `WEBHOOKD_WORKERS`: each worker is a task holding one delivery.
+pub const MAX_WORKERS: usize = 1024;
+/// Largest `WEBHOOKD_QUEUE_CAPACITY` with the in-memory queue: every waiting
+/// delivery's body is in RAM (a million typical 10 KB payloads is 10 GB).
+pub const MAX_MEMORY_QUEUE_CAPACITY: usize = 1_000_000;
+/// Largest `WEBHOOKD_QUEUE_CAPACITY` with the durable store: rows on disk
+/// (ten million typical payloads is 100 GB), far past any real backlog.
+pub const MAX_STORE_QUEUE_CAPACITY: usize = 10_000_000;
+/// Largest `WEBHOOKD_MAX_ATTEMPTS`: past this a delivery is not going to succeed.
+pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
+/// Most webhook secrets accepted: each is tried on every refused body.
+pub const MAX_SECRETS: usize = 10;
+/// Time a sender gets to deliver a request's body once its headers arrived:
+/// GitHub's own delivery timeout.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Open HTTP connections at most, idle keep-alive ones included. Beyond it
+/// connections wait in the kernel's backlog.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Largest `WEBHOOKD_MAX_CONNECTIONS` (each is a file descriptor).
+pub const MAX_CONNECTIONS_LIMIT: usize = 65_536;
+
+/// The allowed ranges of durations: a wait is never zero where zero would
+/// spin or refuse everything, and never so long that adding it to a clock
+/// reading could overflow.
+mod ranges {
+    use std::ops::RangeInclusive;
+    use std::time::Duration;
+
+    const MS: Duration = Duration::from_millis(1);
+    const SECOND: Duration = Duration::from_secs(1);
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    pub const BODY_TIMEOUT: RangeInclusive<Duration> = MS..=Duration::from_secs(5 * 60);
+    pub const GITHUB_TIMEOUT: RangeInclusive<Duration> = MS..=Duration::from_secs(10 * 60);
+    pub const WRITE_INTERVAL: RangeInclusive<Duration> = Duration::ZERO..=HOUR;
+    /// Ten years.
+    pub const RETENTION: RangeInclusive<Duration> = Duration::ZERO..=Duration::from_secs(3650 * 24 * 3600);
+    pub const RETRY_BACKOFF: RangeInclusive<Duration> = MS..=HOUR;
+    pub const SHUTDOWN_TIMEOUT: RangeInclusive<Duration> = MS..=HOUR;
+    pub const STALL_TIMEOUT: RangeInclusive<Duration> = SECOND..=Duration::from_secs(24 * 3600);
+}
 
 /// One problem with the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +184,10 @@ pub struct Settings {
     /// Wait after a first failed attempt; doubles with each further one.
     pub retry_backoff: Duration,
     pub max_body: usize,
+    /// Total time to receive a request's body once its headers arrived.
+    pub body_timeout: Duration,
+    /// Open HTTP connections at most.
+    pub max_connections: usize,
     pub shutdown_timeout: Duration,
     /// How long one delivery may hold a worker before the worker counts as
     /// stuck (for the systemd watchdog).
@@ -159,42 +207,72 @@ impl Settings {
         let secrets = keep(e, webhook_secrets(env));
         let credential = keep(e, read_credential(env));
         let api_url = keep(e, parse_api_url(env));
-        let concurrency = keep(
+        let concurrency =
+            keep(e, parse_in_range(env, "WEBHOOKD_GITHUB_CONCURRENCY", 10_usize, 1..=MAX_GITHUB_CONCURRENCY));
+        let write_interval = keep(
             e,
-            parse_or(env, "WEBHOOKD_GITHUB_CONCURRENCY", 10_usize).and_then(|n| {
-                if (1..=MAX_GITHUB_CONCURRENCY).contains(&n) {
-                    Ok(n)
-                } else {
-                    Err(ConfigError::invalid(
-                        "WEBHOOKD_GITHUB_CONCURRENCY",
-                        format!("must be from 1 to {MAX_GITHUB_CONCURRENCY}, got {n}"),
-                    ))
-                }
-            }),
+            in_duration_range(
+                "WEBHOOKD_GITHUB_WRITE_INTERVAL",
+                parse_duration(env, "WEBHOOKD_GITHUB_WRITE_INTERVAL", Duration::from_secs(1)),
+                ranges::WRITE_INTERVAL,
+            ),
         );
-        let write_interval = keep(e, parse_duration(env, "WEBHOOKD_GITHUB_WRITE_INTERVAL", Duration::from_secs(1)));
-        let request_timeout = keep(e, parse_duration(env, "WEBHOOKD_GITHUB_TIMEOUT", Duration::from_secs(30)));
-        let workers = keep(e, parse_positive(env, "WEBHOOKD_WORKERS", default_workers()));
+        let request_timeout = keep(
+            e,
+            in_duration_range(
+                "WEBHOOKD_GITHUB_TIMEOUT",
+                parse_duration(env, "WEBHOOKD_GITHUB_TIMEOUT", Duration::from_secs(30)),
+                ranges::GITHUB_TIMEOUT,
+            ),
+        );
+        let workers =
+            keep(e, parse_in_range(env, "WEBHOOKD_WORKERS", default_workers().min(MAX_WORKERS), 1..=MAX_WORKERS));
         let store = keep(e, parse_store(env));
-        let default_capacity = match &store {
-            Some(StoreKind::Memory) => DEFAULT_MEMORY_QUEUE_CAPACITY,
-            _ => DEFAULT_STORE_QUEUE_CAPACITY,
+        let (default_capacity, max_capacity) = match &store {
+            Some(StoreKind::Memory) => (DEFAULT_MEMORY_QUEUE_CAPACITY, MAX_MEMORY_QUEUE_CAPACITY),
+            _ => (DEFAULT_STORE_QUEUE_CAPACITY, MAX_STORE_QUEUE_CAPACITY),
         };
-        let queue_capacity = keep(e, parse_positive(env, "WEBHOOKD_QUEUE_CAPACITY", default_capacity));
-        let retention = keep(e, parse_duration(env, "WEBHOOKD_RETENTION", Duration::from_secs(7 * 24 * 3600)));
-        let max_attempts = keep(e, parse_positive(env, "WEBHOOKD_MAX_ATTEMPTS", 8_u32));
-        let retry_backoff = keep(e, parse_duration(env, "WEBHOOKD_RETRY_BACKOFF", Duration::from_secs(10)));
-        let max_body = keep(e, parse_positive(env, "WEBHOOKD_MAX_BODY", DEFAULT_MAX_BODY_BYTES));
-        let shutdown_timeout = keep(e, parse_seconds(env, "WEBHOOKD_SHUTDOWN_TIMEOUT", Duration::from_secs(30)));
+        let queue_capacity =
+            keep(e, parse_in_range(env, "WEBHOOKD_QUEUE_CAPACITY", default_capacity, 1..=max_capacity));
+        let retention = keep(e, parse_retention(env));
+        let max_attempts = keep(e, parse_in_range(env, "WEBHOOKD_MAX_ATTEMPTS", 8_u32, 1..=MAX_ATTEMPTS_LIMIT));
+        let retry_backoff = keep(
+            e,
+            in_duration_range(
+                "WEBHOOKD_RETRY_BACKOFF",
+                parse_duration(env, "WEBHOOKD_RETRY_BACKOFF", Duration::from_secs(10)),
+                ranges::RETRY_BACKOFF,
+            ),
+        );
+        let max_body =
+            keep(e, parse_in_range(env, "WEBHOOKD_MAX_BODY", DEFAULT_MAX_BODY_BYTES, 1..=MAX_BODY_LIMIT_BYTES));
+        let body_timeout = keep(
+            e,
+            in_duration_range(
+                "WEBHOOKD_BODY_TIMEOUT",
+                parse_duration(env, "WEBHOOKD_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT),
+                ranges::BODY_TIMEOUT,
+            ),
+        );
+        let max_connections = keep(
+            e,
+            parse_in_range(env, "WEBHOOKD_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, 1..=MAX_CONNECTIONS_LIMIT),
+        );
+        let shutdown_timeout = keep(
+            e,
+            in_duration_range(
+                "WEBHOOKD_SHUTDOWN_TIMEOUT",
+                parse_seconds(env, "WEBHOOKD_SHUTDOWN_TIMEOUT", Duration::from_secs(30)),
+                ranges::SHUTDOWN_TIMEOUT,
+            ),
+        );
         let stall_timeout = keep(
             e,
-            parse_duration(env, "WEBHOOKD_STALL_TIMEOUT", Duration::from_secs(15 * 60)).and_then(|d| {
-                if d < Duration::from_secs(1) {
-                    Err(ConfigError::invalid("WEBHOOKD_STALL_TIMEOUT", "must be at least 1s"))
-                } else {
-                    Ok(d)
-                }
-            }),
+            in_duration_range(
+                "WEBHOOKD_STALL_TIMEOUT",
+                parse_duration(env, "WEBHOOKD_STALL_TIMEOUT", Duration::from_secs(15 * 60)),
+                ranges::STALL_TIMEOUT,
+            ),
         );
         let rules = keep(e, parse_rules(env));
         let log_format = keep(e, parse_log_format(env));
@@ -215,6 +293,8 @@ impl Settings {
             Some(max_attempts),
             Some(retry_backoff),
             Some(max_body),
+            Some(body_timeout),
+            Some(max_connections),
             Some(shutdown_timeout),
             Some(stall_timeout),
             Some(rules),
@@ -235,6 +315,8 @@ impl Settings {
             max_attempts,
             retry_backoff,
             max_body,
+            body_timeout,
+            max_connections,
             shutdown_timeout,
             stall_timeout,
             rules,
@@ -262,6 +344,8 @@ impl Settings {
             max_attempts,
             retry_backoff,
             max_body,
+            body_timeout,
+            max_connections,
             shutdown_timeout,
             stall_timeout,
             rules,
@@ -269,6 +353,15 @@ impl Settings {
             log_filter,
         })
     }
+}
+
+/// `WEBHOOKD_RETENTION`: how long finished deliveries are remembered.
+fn parse_retention(env: &Env) -> Result<Duration, ConfigError> {
+    in_duration_range(
+        "WEBHOOKD_RETENTION",
+        parse_duration(env, "WEBHOOKD_RETENTION", Duration::from_secs(7 * 24 * 3600)),
+        ranges::RETENTION,
+    )
 }
 
 /// The value of `result`, or `None` with its error added to `errors`.
@@ -288,7 +381,7 @@ pub fn read_secret_file(env: &Env, var: &str, path: &str) -> Result<SecretString
 /// (`webhookd deliveries`) and need nothing else.
 pub fn store_from_env(env: &Env) -> Result<(StoreKind, Duration), ConfigErrors> {
     let store = parse_store(env);
-    let retention = parse_duration(env, "WEBHOOKD_RETENTION", Duration::from_secs(7 * 24 * 3600));
+    let retention = parse_retention(env);
     match (store, retention) {
         (Ok(store), Ok(retention)) => Ok((store, retention)),
         (store, retention) => Err(ConfigErrors(store.err().into_iter().chain(retention.err()).collect())),

@@ -1,7 +1,9 @@
 //! Parsers for single settings: each reads one variable (or a small group,
 //! such as the GitHub credential) and says what is wrong with it by name.
 
+use std::fmt::Display;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -9,7 +11,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use url::Url;
 
-use super::{ConfigError, DEFAULT_STORE, Env, GitHubCredential, LogFormat, StoreKind, secrets};
+use super::{ConfigError, DEFAULT_STORE, Env, GitHubCredential, LogFormat, MAX_SECRETS, StoreKind, secrets};
 
 pub(super) fn default_workers() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
@@ -27,10 +29,15 @@ pub(super) fn parse_listen(env: &Env) -> Result<SocketAddr, ConfigError> {
 
 pub(super) fn parse_api_url(env: &Env) -> Result<Url, ConfigError> {
     let raw = env.get("WEBHOOKD_GITHUB_API_URL").unwrap_or("https://api.github.com");
+    // The URL may hold credentials (user:pass@, ?token=): errors show it without them.
+    let shown = || crate::redact::url_str(raw);
     let url = Url::parse(raw)
-        .map_err(|e| ConfigError::invalid("WEBHOOKD_GITHUB_API_URL", format!("not a URL ({e}): {raw:?}")))?;
+        .map_err(|e| ConfigError::invalid("WEBHOOKD_GITHUB_API_URL", format!("not a URL ({e}): {:?}", shown())))?;
     if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
-        return Err(ConfigError::invalid("WEBHOOKD_GITHUB_API_URL", format!("expected an http(s) URL, got {raw:?}")));
+        return Err(ConfigError::invalid(
+            "WEBHOOKD_GITHUB_API_URL",
+            format!("expected an http(s) URL, got {:?}", shown()),
+        ));
     }
     Ok(url)
 }
@@ -102,10 +109,19 @@ pub(super) fn parse_rules(env: &Env) -> Result<Option<PathBuf>, ConfigError> {
 
 /// The webhook secrets (`WEBHOOKD_SECRET` or `_FILE`), read now: at start
 /// and again on SIGHUP.
+/// At most `MAX_SECRETS`: each one costs an HMAC over every refused body.
 pub fn webhook_secrets(env: &Env) -> Result<Vec<SecretString>, ConfigError> {
-    secrets::read_list(env, "WEBHOOKD_SECRET", "WEBHOOKD_SECRET_FILE")?.ok_or_else(|| {
+    let secrets = secrets::read_list(env, "WEBHOOKD_SECRET", "WEBHOOKD_SECRET_FILE")?.ok_or_else(|| {
         ConfigError::invalid("WEBHOOKD_SECRET", "required: the webhook secret set on GitHub (or WEBHOOKD_SECRET_FILE)")
-    })
+    })?;
+    if secrets.len() > MAX_SECRETS {
+        let var = if env.get("WEBHOOKD_SECRET").is_some() { "WEBHOOKD_SECRET" } else { "WEBHOOKD_SECRET_FILE" };
+        return Err(ConfigError::invalid(
+            var,
+            format!("at most {MAX_SECRETS} secrets (each one is tried on every delivery), got {}", secrets.len()),
+        ));
+    }
+    Ok(secrets)
 }
 
 pub(super) fn parse_log_filter(env: &Env) -> Result<String, ConfigError> {
@@ -134,18 +150,6 @@ pub(super) fn parse_or<T: FromStr>(env: &Env, var: &str, default: T) -> Result<T
     }
 }
 
-pub(super) fn parse_positive<T: FromStr + Default + PartialEq + Copy>(
-    env: &Env,
-    var: &str,
-    default: T,
-) -> Result<T, ConfigError> {
-    let value = parse_or(env, var, default)?;
-    if value == T::default() {
-        return Err(ConfigError::invalid(var, "must be at least 1"));
-    }
-    Ok(value)
-}
-
 /// A duration such as `1s`, `500ms`, `7d` or `2h 30m`.
 pub(super) fn parse_duration(env: &Env, var: &str, default: Duration) -> Result<Duration, ConfigError> {
     match env.get(var) {
@@ -165,4 +169,43 @@ pub(super) fn parse_seconds(env: &Env, var: &str, default: Duration) -> Result<D
             .map_err(|_| ConfigError::invalid(var, format!("number of seconds out of range: {raw:?}"))),
         _ => parse_duration(env, var, default),
     }
+}
+
+/// A whole number within `range` (`default` when unset).
+pub(super) fn parse_in_range<T: FromStr + PartialOrd + Display + Copy>(
+    env: &Env,
+    var: &str,
+    default: T,
+    range: RangeInclusive<T>,
+) -> Result<T, ConfigError> {
+    let value = parse_or(env, var, default)?;
+    if !range.contains(&value) {
+        return Err(ConfigError::invalid(
+            var,
+            format!("must be from {} to {}, got {value}", range.start(), range.end()),
+        ));
+    }
+    Ok(value)
+}
+
+/// `duration` checked to lie within `range`, so that no time arithmetic
+/// on it can overflow and no wait is zero where zero makes no sense.
+pub(super) fn in_duration_range(
+    var: &str,
+    duration: Result<Duration, ConfigError>,
+    range: RangeInclusive<Duration>,
+) -> Result<Duration, ConfigError> {
+    let value = duration?;
+    if !range.contains(&value) {
+        return Err(ConfigError::invalid(
+            var,
+            format!(
+                "must be from {} to {}, got {}",
+                humantime::format_duration(*range.start()),
+                humantime::format_duration(*range.end()),
+                humantime::format_duration(value)
+            ),
+        ));
+    }
+    Ok(value)
 }
