@@ -28,7 +28,7 @@ use crate::config::Env;
 use crate::config::{Settings, StoreKind};
 use crate::github::GitHub;
 use crate::handler::Handler;
-use crate::http::{self, HttpState, Readiness};
+use crate::http::{self, HttpLimits, HttpState, Readiness};
 use crate::queue::{self, DeliveryQueue, StoreError};
 use crate::reload::{Reloadable, SharedVerifier};
 use crate::telemetry::metrics::Metrics;
@@ -160,13 +160,13 @@ impl Application {
         );
         let readiness = Readiness::default();
         let verifier = Arc::new(SharedVerifier::new(SignatureVerifier::new(&settings.secrets)));
-        let state = web::Data::new(HttpState {
-            verifier: verifier.clone(),
-            queue: queue.clone(),
-            metrics: metrics.clone(),
-            readiness: readiness.clone(),
-            max_body: settings.max_body,
-        });
+        let state = web::Data::new(HttpState::new(
+            verifier.clone(),
+            queue.clone(),
+            metrics.clone(),
+            readiness.clone(),
+            HttpLimits::from(settings),
+        ));
         let server = http::server(listener, state).context("starting the HTTP server")?;
         tracing::info!(
             listen = %local_addr,

@@ -1,6 +1,9 @@
 //! Every refusal of `/webhook`, mapped to its status code and a JSON body
 //! `{"error": "..."}` that says what to fix. Messages never carry a secret or
-//! any byte of the request body.
+//! any byte of the request body, and header values they echo are cut short
+//! (`redact::echo`).
+
+use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
@@ -18,8 +21,11 @@ pub const RETRY_AFTER_SECS: u32 = 5;
 pub enum WebhookError {
     #[error("body larger than the {max} bytes allowed (WEBHOOKD_MAX_BODY)")]
     TooLarge { max: usize },
+    /// The value as sent, already cut by `redact::echo`.
     #[error("unsupported content type {0:?}: send application/json or application/x-www-form-urlencoded")]
     UnsupportedContentType(String),
+    #[error("the request body did not arrive within {} (WEBHOOKD_BODY_TIMEOUT)", humantime::format_duration(*.0))]
+    BodyTimeout(Duration),
     #[error(transparent)]
     Signature(#[from] SignatureError),
     #[error(transparent)]
@@ -30,6 +36,8 @@ pub enum WebhookError {
     Read(String),
     #[error("{0}; retry later")]
     Unavailable(#[from] EnqueueError),
+    #[error("internal error: {0}")]
+    Internal(&'static str),
 }
 
 impl WebhookError {
@@ -42,6 +50,8 @@ impl WebhookError {
             Self::Headers(_) => "headers",
             Self::Body(_) => "body",
             Self::Read(_) => "read",
+            Self::BodyTimeout(_) => "body_timeout",
+            Self::Internal(_) => "internal",
             Self::Unavailable(EnqueueError::Full) => "queue_full",
             Self::Unavailable(EnqueueError::Closed) => "draining",
             Self::Unavailable(EnqueueError::Store) => "store_error",
@@ -57,6 +67,8 @@ impl ResponseError for WebhookError {
             Self::Signature(_) => StatusCode::UNAUTHORIZED,
             Self::Headers(_) | Self::Body(_) | Self::Read(_) => StatusCode::BAD_REQUEST,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 

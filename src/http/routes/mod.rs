@@ -1,5 +1,5 @@
 //! The whole URL map in one place. Unknown paths and methods get JSON errors
-//! too, like every other refusal.
+//! too, like every other refusal (echoing at most `redact::ECHO_MAX_CHARS` of them).
 
 mod health;
 mod metrics;
@@ -9,6 +9,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::errors::error_json;
+use crate::redact;
 
 pub fn register(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -27,10 +28,16 @@ pub fn register(cfg: &mut web::ServiceConfig) {
 async fn not_found(req: HttpRequest) -> HttpResponse {
     error_json(
         StatusCode::NOT_FOUND,
-        &format!("no such endpoint {:?}: webhookd serves POST /webhook, GET /healthz, /readyz, /metrics", req.path()),
+        &format!(
+            "no such endpoint {:?}: webhookd serves POST /webhook, GET /healthz, /readyz, /metrics",
+            redact::echo(req.path())
+        ),
     )
 }
 
 async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
-    error_json(StatusCode::METHOD_NOT_ALLOWED, &format!("{} is not allowed on {}", req.method(), req.path()))
+    error_json(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!("{} is not allowed on {}", redact::echo(req.method().as_str()), redact::echo(req.path())),
+    )
 }

@@ -1,7 +1,15 @@
 //! `POST /webhook`: checks in the contract's order (size, content type,
 //! signature, headers, body), then hands the delivery to the queue and answers.
-//! The handler never processes a delivery itself: it only verifies and queues,
-//! so it answers in well under GitHub's 10 s limit whatever the workers do.
+//! What the request headers alone decide (a declared length over the cap, the
+//! content type, a missing or malformed signature header) is answered before
+//! a byte of the body is read; the body then has `WEBHOOKD_BODY_TIMEOUT` in
+//! all to arrive, and its buffer grows with what arrived, never with what was
+//! declared. The handler never processes a delivery itself: it only verifies
+//! and queues, so it answers in well under GitHub's 10 s limit whatever the
+//! workers do.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
@@ -10,10 +18,18 @@ use futures::StreamExt;
 use serde_json::json;
 
 use crate::delivery::Delivery;
+use crate::http::refusal_log::Admission;
 use crate::http::{HttpState, WebhookError};
 use crate::queue::{EnqueueError, Enqueued};
+use crate::redact;
 use crate::webhook::body::ContentKind;
 use crate::webhook::headers::GitHubHeaders;
+use crate::webhook::signature::{ClaimedSignature, SignatureVerifier};
+
+/// Bodies larger than this are hashed on the blocking pool, not on the HTTP
+/// thread: ten HMACs over 25 MiB would otherwise stall every connection that
+/// thread serves.
+const OFF_THREAD_HASHING_BYTES: usize = 1024 * 1024;
 
 pub async fn receive(req: HttpRequest, payload: web::Payload, state: web::Data<HttpState>) -> HttpResponse {
     match accept(&req, payload, &state).await {
@@ -23,31 +39,48 @@ pub async fn receive(req: HttpRequest, payload: web::Payload, state: web::Data<H
             if let WebhookError::Signature(_) = err {
                 state.metrics.signature_failures.inc();
             }
-            tracing::warn!(reason = err.reason(), error = %err, "delivery refused");
+            log_refusal(&state, &err);
             err.error_response()
         }
     }
 }
 
-async fn accept(req: &HttpRequest, payload: web::Payload, state: &HttpState) -> Result<HttpResponse, WebhookError> {
-    let max = state.max_body;
-    let declared =
-        req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > max) {
-        return Err(WebhookError::TooLarge { max });
+/// One WARN line per refusal, within the refusal log's rate limit.
+fn log_refusal(state: &HttpState, err: &WebhookError) {
+    match state.refusals.admit(err.reason(), Instant::now()) {
+        Admission::Skip => {}
+        Admission::Log(suppressed) => {
+            if let Some(s) = suppressed {
+                tracing::warn!(
+                    suppressed = s.total,
+                    reasons = %s.reasons(),
+                    "{} refused requests not logged in the last {:.1}s",
+                    s.total,
+                    s.over.as_secs_f64()
+                );
+            }
+            tracing::warn!(reason = err.reason(), error = %err, "delivery refused");
+        }
     }
-    // The size of a chunked body is known only once read (capped): read it
-    // before judging the content type, as the contract orders the checks.
-    let raw = read_body(payload, max, declared).await?;
+}
+
+async fn accept(req: &HttpRequest, payload: web::Payload, state: &HttpState) -> Result<HttpResponse, WebhookError> {
+    let limits = state.limits;
+    let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limits.max_body as u64) {
+        return Err(WebhookError::TooLarge { max: limits.max_body });
+    }
     let content_type = req.headers().get(CONTENT_TYPE).map(|v| v.to_str().unwrap_or("(not text)"));
     let kind = ContentKind::from_header(content_type)
-        .ok_or_else(|| WebhookError::UnsupportedContentType(content_type.unwrap_or("(none)").to_owned()))?;
-
-    state.verifier.current().verify(
+        .ok_or_else(|| WebhookError::UnsupportedContentType(redact::echo(content_type.unwrap_or("(none)"))))?;
+    let claimed = ClaimedSignature::from_header(
         req.headers().get("X-Hub-Signature-256").map(|v| v.as_bytes()),
         req.headers().contains_key("X-Hub-Signature"),
-        &raw,
     )?;
+
+    // Only now is the body read: a chunked body's size is known only here.
+    let raw = read_body(payload, limits.max_body, limits.body_timeout).await?;
+    verify(state.verifier.current(), claimed, &raw).await?;
     let headers = GitHubHeaders::parse(req.headers())?;
     let delivery = Delivery::from_verified(headers, kind, raw)?;
     let id = delivery.id().clone();
@@ -74,12 +107,29 @@ async fn accept(req: &HttpRequest, payload: web::Payload, state: &HttpState) -> 
     }
 }
 
-/// Reads the body, refusing it as soon as it grows past `max` (a missing or
-/// lying `Content-Length` cannot get around the cap). A body that arrives in
-/// one chunk is kept as it is, without a copy.
-async fn read_body(mut payload: web::Payload, max: usize, declared: Option<usize>) -> Result<Bytes, WebhookError> {
-    let mut first: Option<Bytes> = None;
-    let mut joined: Option<BytesMut> = None;
+/// Checks the body's signature; large bodies on the blocking pool.
+async fn verify(verifier: Arc<SignatureVerifier>, claimed: ClaimedSignature, raw: &Bytes) -> Result<(), WebhookError> {
+    if raw.len() <= OFF_THREAD_HASHING_BYTES {
+        return Ok(verifier.verify_claimed(&claimed, raw)?);
+    }
+    let body = raw.clone();
+    web::block(move || verifier.verify_claimed(&claimed, &body))
+        .await
+        .map_err(|_| WebhookError::Internal("the signature check could not run"))??;
+    Ok(())
+}
+
+/// Reads the body within `deadline` in all (a sender trickling bytes or
+/// falling silent gets 408), refusing it as soon as it grows past `max` (a
+/// missing or lying `Content-Length` cannot get around the cap).
+async fn read_body(payload: web::Payload, max: usize, deadline: Duration) -> Result<Bytes, WebhookError> {
+    tokio::time::timeout(deadline, collect_body(payload, max)).await.unwrap_or(Err(WebhookError::BodyTimeout(deadline)))
+}
+
+/// The body's chunks, joined once at the end into a buffer of exactly the
+/// size received. A body that arrives in one chunk is kept as it is.
+async fn collect_body(mut payload: web::Payload, max: usize) -> Result<Bytes, WebhookError> {
+    let mut chunks: Vec<Bytes> = Vec::new();
     let mut len = 0usize;
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| WebhookError::Read(e.to_string()))?;
@@ -87,19 +137,14 @@ async fn read_body(mut payload: web::Payload, max: usize, declared: Option<usize
         if len > max {
             return Err(WebhookError::TooLarge { max });
         }
-        match (&mut first, &mut joined) {
-            (None, None) => first = Some(chunk),
-            (Some(_), None) => {
-                let mut buf = BytesMut::with_capacity(declared.unwrap_or(len).clamp(len, max));
-                buf.extend_from_slice(first.as_deref().unwrap_or_default());
-                buf.extend_from_slice(&chunk);
-                joined = Some(buf);
-            }
-            (_, Some(buf)) => buf.extend_from_slice(&chunk),
-        }
+        chunks.push(chunk);
     }
-    Ok(match joined {
-        Some(buf) => buf.freeze(),
-        None => first.unwrap_or_default(),
-    })
+    if chunks.len() <= 1 {
+        return Ok(chunks.pop().unwrap_or_default());
+    }
+    let mut joined = BytesMut::with_capacity(len);
+    for chunk in &chunks {
+        joined.extend_from_slice(chunk);
+    }
+    Ok(joined.freeze())
 }
