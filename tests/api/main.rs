@@ -4,6 +4,7 @@
 mod durability;
 mod github;
 mod helpers;
+mod hostile;
 mod lifecycle;
 mod pooling;
 mod process;
