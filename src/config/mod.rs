@@ -67,7 +67,7 @@ mod ranges {
     const HOUR: Duration = Duration::from_secs(3600);
 
     pub const BODY_TIMEOUT: RangeInclusive<Duration> = MS..=Duration::from_secs(5 * 60);
-    pub const GITHUB_TIMEOUT: RangeInclusive<Duration> = MS..=Duration::from_secs(10 * 60);
+    pub const GITHUB_TIMEOUT: RangeInclusive<Duration> = MS..=HOUR;
     pub const WRITE_INTERVAL: RangeInclusive<Duration> = Duration::ZERO..=HOUR;
     /// Ten years.
     pub const RETENTION: RangeInclusive<Duration> = Duration::ZERO..=Duration::from_secs(3650 * 24 * 3600);
@@ -476,6 +476,57 @@ mod tests {
         ] {
             assert!(err.lines().any(|l| l.starts_with(&format!("{var}:"))), "{var} missing from:\n{err}");
         }
+    }
+
+    #[test]
+    fn values_out_of_range_are_refused_and_the_bounds_accepted() {
+        let with = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("WEBHOOKD_SECRET", "s")];
+            all.extend_from_slice(pairs);
+            Settings::from_env(&env(&all))
+        };
+        for (var, bad) in [
+            ("WEBHOOKD_MAX_BODY", "104857601"),
+            ("WEBHOOKD_WORKERS", "1025"),
+            ("WEBHOOKD_QUEUE_CAPACITY", "10000001"),
+            ("WEBHOOKD_MAX_ATTEMPTS", "0"),
+            ("WEBHOOKD_MAX_ATTEMPTS", "101"),
+            ("WEBHOOKD_GITHUB_TIMEOUT", "0s"),
+            ("WEBHOOKD_GITHUB_WRITE_INTERVAL", "400000000000y"),
+            ("WEBHOOKD_RETENTION", "3651d"),
+            ("WEBHOOKD_RETRY_BACKOFF", "0s"),
+            ("WEBHOOKD_SHUTDOWN_TIMEOUT", "0"),
+            ("WEBHOOKD_SHUTDOWN_TIMEOUT", "3601"),
+            ("WEBHOOKD_STALL_TIMEOUT", "25h"),
+            ("WEBHOOKD_BODY_TIMEOUT", "0s"),
+            ("WEBHOOKD_BODY_TIMEOUT", "301s"),
+            ("WEBHOOKD_MAX_CONNECTIONS", "65537"),
+        ] {
+            let err = with(&[(var, bad)]).expect_err(bad).to_string();
+            assert!(err.starts_with(&format!("{var}: must be from ")), "{var}={bad}: {err}");
+        }
+        let err = with(&[("WEBHOOKD_STORE", "memory"), ("WEBHOOKD_QUEUE_CAPACITY", "1000001")]).expect_err("memory");
+        assert!(err.to_string().contains("1000000"), "{err}");
+        let s = with(&[
+            ("WEBHOOKD_MAX_BODY", "104857600"),
+            ("WEBHOOKD_QUEUE_CAPACITY", "10000000"),
+            ("WEBHOOKD_GITHUB_WRITE_INTERVAL", "0s"),
+            ("WEBHOOKD_BODY_TIMEOUT", "5m"),
+            ("WEBHOOKD_MAX_CONNECTIONS", "1"),
+        ])
+        .expect("bounds are allowed");
+        assert_eq!((s.max_body, s.body_timeout, s.max_connections), (104_857_600, Duration::from_secs(300), 1));
+        let s = with(&[]).expect("defaults");
+        assert_eq!((s.body_timeout, s.max_connections), (DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_CONNECTIONS));
+    }
+
+    #[test]
+    fn at_most_ten_secrets() {
+        let ten = (0..10).map(|i| format!("s{i}")).collect::<Vec<_>>().join(",");
+        assert_eq!(Settings::from_env(&env(&[("WEBHOOKD_SECRET", &ten)])).expect("ten").secrets.len(), 10);
+        let eleven = format!("{ten},s10");
+        let err = Settings::from_env(&env(&[("WEBHOOKD_SECRET", &eleven)])).expect_err("eleven").to_string();
+        assert!(err.starts_with("WEBHOOKD_SECRET: at most 10 secrets") && !err.contains("s10"), "{err}");
     }
 
     #[test]
