@@ -5,6 +5,7 @@ mod durability;
 mod github;
 mod helpers;
 mod lifecycle;
+mod outbound;
 mod pooling;
 mod process;
 mod rules;
