@@ -6,10 +6,10 @@ use bytes::Bytes;
 use futures::Stream;
 use reqwest::Method;
 use serde_json::Value;
-use url::Url;
 
 use super::GitHubError;
-use super::client::{GitHub, GitHubResponse, Reply, Request, error_message};
+use super::client::{GitHub, Reply, Request};
+use super::forward::redact_url;
 
 /// The shared client seen from one delivery.
 #[derive(Clone, Copy)]
@@ -46,40 +46,15 @@ impl<'a> GitHubApi<'a> {
     }
 
     /// POSTs `body` to a URL outside GitHub (the rules' `forward`) through the
-    /// same shared client, with `headers`. Dry run: logged, not sent. Not
-    /// retried here: the delivery's own retry covers it.
+    /// same shared client, with `headers` and none of GitHub's (see
+    /// `forward`). Dry run: logged, not sent.
     pub async fn forward(&self, url: &str, headers: &[(String, String)], body: Bytes) -> Result<Reply, GitHubError> {
-        // The URL may carry credentials (user:pass@, ?token=): logs and errors
-        // show it without them.
-        let shown = redact_url(url);
         if self.is_dry_run() {
+            let shown = redact_url(url);
             tracing::info!(url = shown, bytes = body.len(), "dry run: forward not sent (no credential configured)");
             return Ok(Reply::DryRun);
         }
-        let url_for_errors = shown.clone();
-        let url = url.to_owned();
-        let mut request = self.github.http.post(&url).body(body);
-        for (name, value) in headers {
-            request = request.header(name.as_str(), value.as_str());
-        }
-        let transport = |e: reqwest::Error| GitHubError::Transport {
-            method: "POST".into(),
-            path: url_for_errors.clone(),
-            source: e.without_url(),
-        };
-        let response = request.send().await.map_err(transport)?;
-        let status = response.status();
-        let body = response.bytes().await.map_err(transport)?;
-        if status.is_success() {
-            return Ok(Reply::Sent(GitHubResponse { status, body, from_cache: false, next: None }));
-        }
-        Err(GitHubError::Status {
-            method: "POST".into(),
-            path: shown,
-            status,
-            message: error_message(&body),
-            rate_limited: false,
-        })
+        super::forward::forward(&self.github.http, url, headers, body).await
     }
 
     /// Every item of a paginated list, following `Link: rel="next"`.
@@ -109,28 +84,5 @@ impl<'a> GitHubApi<'a> {
                 }
             }
         })
-    }
-}
-
-/// `url` without userinfo and query, for logs and errors.
-fn redact_url(url: &str) -> String {
-    match Url::parse(url) {
-        Ok(mut parsed) => {
-            let _ = parsed.set_username("");
-            let _ = parsed.set_password(None);
-            parsed.set_query(None);
-            parsed.to_string()
-        }
-        Err(_) => "(invalid URL)".to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn forward_urls_are_shown_without_credentials() {
-        assert_eq!(redact_url("https://user:pw@hooks.example/in?token=s3cret"), "https://hooks.example/in");
     }
 }

@@ -14,11 +14,15 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::GitHubError;
+use super::read::read_capped;
 
 /// JWTs claim to be issued this long ago, against clock drift (GitHub's advice).
 const JWT_BACKDATE: Duration = Duration::from_secs(60);
 /// JWT lifetime; GitHub accepts at most 10 minutes.
 const JWT_LIFETIME: Duration = Duration::from_secs(9 * 60);
+/// Most bytes of a token exchange answer read (GitHub's is under 1 KiB,
+/// with the permissions and repositories it lists, a few KiB).
+const MAX_TOKEN_ANSWER_BYTES: usize = 1024 * 1024;
 /// Installation tokens (valid one hour) are renewed this long before they expire.
 const RENEW_AHEAD: Duration = Duration::from_secs(5 * 60);
 
@@ -134,13 +138,21 @@ impl AppAuth {
             path: path.clone(),
             source: e.without_url(),
         };
-        let response = http.post(&url).header(AUTHORIZATION, bearer(&self.jwt()?)?).send().await.map_err(transport)?;
+        let request = super::client::github_headers(http.post(&url)).header(AUTHORIZATION, bearer(&self.jwt()?)?);
+        let response = request.send().await.map_err(transport)?;
         let status = response.status();
-        let body = response.bytes().await.map_err(transport)?;
+        // A token answer is a few hundred bytes.
+        let answer = read_capped(response, MAX_TOKEN_ANSWER_BYTES).await.map_err(transport)?;
+        let body = answer.bytes;
         if !status.is_success() {
             return Err(GitHubError::Auth(format!(
                 "GitHub answered {status} to the installation token exchange for installation {installation}: {}",
                 super::client::error_message(&body)
+            )));
+        }
+        if answer.truncated {
+            return Err(GitHubError::Auth(format!(
+                "the installation token answer for installation {installation} is longer than {MAX_TOKEN_ANSWER_BYTES} bytes"
             )));
         }
         let token: AccessToken = serde_json::from_slice(&body)

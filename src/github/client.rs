@@ -1,7 +1,9 @@
 //! The `GitHub` type: the process's one `reqwest::Client` with the API base
 //! URL, the credential, per-credential limits and the ETag cache. Handlers
 //! get a `GitHubApi`: the same client seen from one delivery (its App
-//! installation). Every request carries the headers GitHub asks for. Without
+//! installation). Every GitHub request carries the headers GitHub asks for
+//! (and only GitHub requests: `forward` shares the client, not them). Answers
+//! are read up to `MAX_ANSWER_BYTES`. Without
 //! a credential it runs dry: each call is logged and none is sent.
 //!
 //! Retries: connection failures, timeouts and 502/503/504 are retried with
@@ -27,6 +29,7 @@ use super::api::GitHubApi;
 use super::auth::{AppAuth, Auth, CredentialKey, bearer};
 use super::etag::EtagCache;
 use super::limits::Limiter;
+use super::read::read_capped;
 use super::{API_VERSION, GitHubError};
 use crate::config::{ClientRetry, GitHubCredential, GitHubSettings};
 use crate::telemetry::metrics::Metrics;
@@ -37,6 +40,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Longest error message kept from a GitHub answer.
 const MAX_ERROR_MESSAGE_CHARS: usize = 300;
+/// Most bytes of a GitHub answer read. The largest page webhookd reads is a
+/// default page (30 items) of issue comments, each at most 65,536 characters
+/// (4 bytes each at worst): about 7.5 MiB; twice that leaves room for the
+/// JSON around them.
+pub const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+/// Redirects followed at most for one GitHub request.
+const MAX_REDIRECTS: usize = 5;
 
 pub struct GitHub {
     pub(super) http: reqwest::Client,
@@ -103,12 +113,10 @@ impl<'a> Request<'a> {
 impl GitHub {
     /// Builds the process's one HTTP client.
     pub fn new(settings: &GitHubSettings, metrics: Arc<Metrics>) -> Result<Self, GitHubError> {
-        let mut headers = HeaderMap::new();
-        headers.insert(ACCEPT, HeaderValue::from_static(super::ACCEPT));
-        headers.insert("X-GitHub-Api-Version", HeaderValue::from_static(API_VERSION));
-        headers.insert(USER_AGENT, HeaderValue::from_static(super::USER_AGENT));
+        // No default headers: GitHub's go on GitHub requests only (`github_headers`),
+        // never to a `forward` receiver through the same client.
         let http = reqwest::Client::builder()
-            .default_headers(headers)
+            .redirect(redirect_policy(&settings.api_url))
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(settings.request_timeout)
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
@@ -195,7 +203,8 @@ impl GitHub {
             let limiter = self.limiter(&credential);
             let permit = limiter.acquire(write).await;
             let url = format!("{}{}", self.api_url.as_str().trim_end_matches('/'), path);
-            let mut builder = self.http.request(method.clone(), url).header(AUTHORIZATION, authorization.clone());
+            let mut builder =
+                github_headers(self.http.request(method.clone(), url)).header(AUTHORIZATION, authorization.clone());
             let cached = if *method == Method::GET { self.etags.get(&credential, &path) } else { None };
             if let Some((etag, _)) = &cached {
                 builder = builder.header(IF_NONE_MATCH, etag.clone());
@@ -224,11 +233,20 @@ impl GitHub {
                     self.count(method, &route, status.as_str());
                     let headers = response.headers().clone();
                     let next = next_link(&headers);
-                    let body = response.bytes().await.map_err(|e| GitHubError::Transport {
+                    let answer = read_capped(response, MAX_ANSWER_BYTES).await.map_err(|e| GitHubError::Transport {
                         method: method.to_string(),
                         path: path.clone(),
                         source: e.without_url(),
                     })?;
+                    if answer.truncated && status.is_success() {
+                        return Err(GitHubError::AnswerTooLarge {
+                            method: method.to_string(),
+                            path: path.clone(),
+                            limit: MAX_ANSWER_BYTES,
+                        });
+                    }
+                    // An error answer cut short still has its status and the start of its message.
+                    let body = answer.bytes;
                     let message = if status.is_success() { String::new() } else { error_message(&body) };
                     let pause = limiter.observe(status, &headers, &message);
                     if let Some(remaining) = limiter.remaining() {
@@ -320,6 +338,34 @@ impl GitHub {
         self.metrics.github_requests.with_label_values(&[method.as_str(), status]).inc();
         self.metrics.github_requests_by_route.with_label_values(&[method.as_str(), route, status]).inc();
     }
+}
+
+/// GitHub's headers, set on each GitHub request (not as client defaults, which
+/// would reach `forward` receivers too).
+pub(super) fn github_headers(builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    builder
+        .header(ACCEPT, super::ACCEPT)
+        .header("X-GitHub-Api-Version", API_VERSION)
+        .header(USER_AGENT, super::USER_AGENT)
+}
+
+/// The shared client follows a redirect only from a URL under the GitHub API
+/// URL to another one under it (GitHub answers 301/307 for a renamed or
+/// transferred repository), at most `MAX_REDIRECTS` times. Anything else is
+/// handed back as the 3xx it is: a `forward` receiver's redirect is a failure,
+/// and the signed body is never re-sent where the rule did not say.
+fn redirect_policy(api_url: &Url) -> reqwest::redirect::Policy {
+    let base = format!("{}/", api_url.as_str().trim_end_matches('/'));
+    reqwest::redirect::Policy::custom(move |attempt| {
+        let within_api = |url: &Url| url.as_str().starts_with(&base);
+        if !within_api(attempt.url()) || !attempt.previous().iter().all(within_api) {
+            attempt.stop()
+        } else if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error("too many redirects")
+        } else {
+            attempt.follow()
+        }
+    })
 }
 
 /// Full jitter: a random wait up to the exponential step.

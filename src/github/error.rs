@@ -30,6 +30,20 @@ pub enum GitHubError {
     /// No credential could be had for the request.
     #[error("GitHub authentication failed: {0}")]
     Auth(String),
+    /// GitHub's answer was longer than the cap; the rest was not read.
+    #[error("GitHub's answer to {method} {path} is longer than {limit} bytes; it was not read further")]
+    AnswerTooLarge { method: String, path: String, limit: usize },
+    /// A `forward` receiver answered with a status other than 2xx. Only the
+    /// status is kept: the receiver's body is not ours to log.
+    #[error("forward to {url}: receiver answered {status}{}", redirect_note(*.status))]
+    Receiver { url: String, status: StatusCode },
+    /// A `forward` did not complete (connection, TLS, timeout).
+    #[error("forward to {url} failed: {source}")]
+    ForwardTransport {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
     /// GitHub App authentication needs the installation a delivery names.
     #[error("this delivery names no installation (installation.id), which GitHub App authentication needs")]
     NoInstallation,
@@ -41,13 +55,21 @@ impl GitHubError {
     /// included) is final.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Transport { .. } => true,
+            Self::Transport { .. } | Self::ForwardTransport { .. } => true,
             Self::Status { status, rate_limited, .. } => status.is_server_error() || *rate_limited,
             // A failed token exchange is usually GitHub being unwell; a bad key fails at start.
             Self::Auth(_) => true,
-            Self::InvalidPath(_) | Self::NoInstallation => false,
+            // A receiver that is down or busy may answer later; a redirect or a refusal will not change.
+            Self::Receiver { status, .. } => status.is_server_error() || matches!(status.as_u16(), 408 | 429),
+            // The same request would get the same answer.
+            Self::AnswerTooLarge { .. } | Self::InvalidPath(_) | Self::NoInstallation => false,
         }
     }
+}
+
+/// Says why a 3xx from a receiver is a failure.
+fn redirect_note(status: StatusCode) -> &'static str {
+    if status.is_redirection() { " (redirects are not followed)" } else { "" }
 }
 
 #[cfg(test)]
@@ -74,5 +96,26 @@ mod tests {
         assert!(!status(404, false).is_retryable());
         assert!(!status(422, false).is_retryable());
         assert!(!GitHubError::InvalidPath("x".into()).is_retryable());
+    }
+
+    fn receiver(code: u16) -> GitHubError {
+        GitHubError::Receiver {
+            url: "https://hooks.example/in".into(),
+            status: StatusCode::from_u16(code).expect("status"),
+        }
+    }
+
+    #[test]
+    fn receiver_answers_are_not_labelled_as_github() {
+        assert_eq!(
+            receiver(307).to_string(),
+            "forward to https://hooks.example/in: receiver answered 307 Temporary Redirect (redirects are not followed)"
+        );
+        assert_eq!(
+            receiver(500).to_string(),
+            "forward to https://hooks.example/in: receiver answered 500 Internal Server Error"
+        );
+        assert!(receiver(500).is_retryable() && receiver(429).is_retryable());
+        assert!(!receiver(307).is_retryable() && !receiver(404).is_retryable());
     }
 }

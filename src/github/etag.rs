@@ -1,6 +1,7 @@
 //! Conditional GETs: the last `ETag` and body of each GET path, per
 //! credential, so a repeated GET sends `If-None-Match` and a `304` (which
-//! costs no quota) is answered from here. Bounded: the oldest entries go first.
+//! costs no quota) is answered from here. Bounded in entries and in bytes:
+//! the oldest entries go first.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
@@ -12,6 +13,9 @@ use super::auth::CredentialKey;
 
 /// Cached GET answers kept at most, across credentials.
 pub const MAX_ENTRIES: usize = 2048;
+/// Bytes of cached answers kept at most, across credentials (without it,
+/// 2048 answers of up to `MAX_ANSWER_BYTES` each could hold 32 GiB).
+pub const MAX_BYTES: usize = 64 * 1024 * 1024;
 
 #[derive(Default)]
 pub(crate) struct EtagCache {
@@ -22,6 +26,7 @@ pub(crate) struct EtagCache {
 struct Inner {
     entries: HashMap<(CredentialKey, String), (HeaderValue, Bytes)>,
     order: VecDeque<(CredentialKey, String)>,
+    bytes: usize,
 }
 
 impl EtagCache {
@@ -31,15 +36,41 @@ impl EtagCache {
     }
 
     pub(crate) fn put(&self, credential: &CredentialKey, path: &str, etag: HeaderValue, body: Bytes) {
+        if body.len() > MAX_BYTES {
+            return;
+        }
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let key = (credential.clone(), path.to_owned());
-        if inner.entries.insert(key.clone(), (etag, body)).is_none() {
-            inner.order.push_back(key);
+        inner.bytes += body.len();
+        match inner.entries.insert(key.clone(), (etag, body)) {
+            Some((_, replaced)) => inner.bytes -= replaced.len(),
+            None => inner.order.push_back(key),
         }
-        while inner.order.len() > MAX_ENTRIES {
-            if let Some(oldest) = inner.order.pop_front() {
-                inner.entries.remove(&oldest);
+        while inner.order.len() > MAX_ENTRIES || inner.bytes > MAX_BYTES {
+            let Some(oldest) = inner.order.pop_front() else { break };
+            if let Some((_, body)) = inner.entries.remove(&oldest) {
+                inner.bytes -= body.len();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_stays_within_its_byte_budget() {
+        let cache = EtagCache::default();
+        let etag = HeaderValue::from_static("\"e\"");
+        let quarter = Bytes::from(vec![0u8; MAX_BYTES / 4]);
+        for n in 0..6 {
+            cache.put(&CredentialKey::Token, &format!("/p/{n}"), etag.clone(), quarter.clone());
+        }
+        let inner = cache.inner.lock().expect("lock");
+        assert!(inner.bytes <= MAX_BYTES && inner.entries.len() == 4, "{} bytes", inner.bytes);
+        drop(inner);
+        assert!(cache.get(&CredentialKey::Token, "/p/0").is_none(), "the oldest went first");
+        assert!(cache.get(&CredentialKey::Token, "/p/5").is_some());
     }
 }

@@ -9,12 +9,15 @@ mod auth;
 mod client;
 mod error;
 mod etag;
+mod forward;
 mod limits;
+mod read;
 
 pub use api::GitHubApi;
 pub use auth::CredentialKey;
-pub use client::{GitHub, GitHubResponse, Reply, Request, route_template};
+pub use client::{GitHub, GitHubResponse, MAX_ANSWER_BYTES, Reply, Request, route_template};
 pub use error::GitHubError;
+pub use forward::MAX_FORWARD_ANSWER_BYTES;
 pub use limits::PauseReason;
 
 /// The GitHub REST API version every request asks for.

@@ -6,13 +6,15 @@
 //! unknown keys and actions, wrong types, bad globs, and templates and
 //! expressions that do not compile are each reported with file, line and
 //! column. A template can still fail at run time (a field the payload lacks):
-//! that fails its action only.
+//! that fails its action only, as does one that exceeds a render's limits
+//! (`render`: fuel and output length).
 
 mod compile;
 pub mod engine;
 pub mod file;
 pub mod matcher;
 pub mod plan;
+pub mod render;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,12 +26,14 @@ use secrecy::SecretString;
 use crate::config::Env;
 pub use engine::RulesHandler;
 pub use file::RulesError;
+pub use render::{MAX_RENDERED_CHARS, RenderError, TEMPLATE_FUEL};
 
 /// A checked rules file.
 pub struct RuleSet {
     pub path: PathBuf,
     pub rules: Vec<Rule>,
-    /// Renders templates and evaluates expressions; undefined values are errors.
+    /// Renders templates and evaluates expressions; undefined values are
+    /// errors; each render or evaluation gets `TEMPLATE_FUEL`.
     env: Environment<'static>,
 }
 
@@ -61,6 +65,17 @@ pub struct Rule {
 pub struct Template {
     name: String,
     pub source: String,
+}
+
+impl Template {
+    /// The source for messages, its start only when it is long.
+    pub fn shown(&self) -> String {
+        const SHOWN_CHARS: usize = 80;
+        if self.source.chars().count() <= SHOWN_CHARS {
+            return self.source.clone();
+        }
+        format!("{}…", self.source.chars().take(SHOWN_CHARS).collect::<String>())
+    }
 }
 
 pub enum Action {
@@ -115,17 +130,19 @@ impl RuleSet {
     pub fn parse(path: &Path, source: &str, env: &Env) -> Result<Self, Vec<RulesError>> {
         let mut template_env = Environment::new();
         template_env.set_undefined_behavior(UndefinedBehavior::Strict);
+        template_env.set_fuel(Some(TEMPLATE_FUEL));
         let rules = compile::compile(path, source, env, &mut template_env)?;
         Ok(Self { path: path.to_path_buf(), rules, env: template_env })
     }
 
-    /// Renders a template (compiled at load) against a delivery's context.
-    pub fn render(&self, template: &Template, ctx: &minijinja::Value) -> Result<String, minijinja::Error> {
-        self.env.get_template(&template.name)?.render(ctx)
+    /// Renders a template (compiled at load) against a delivery's context,
+    /// within the render limits.
+    pub fn render(&self, template: &Template, ctx: &minijinja::Value) -> Result<String, RenderError> {
+        render::render_capped(&self.env.get_template(&template.name)?, ctx)
     }
 
-    /// Evaluates an expression against a delivery's context.
-    pub fn evaluate(&self, expression: &str, ctx: &minijinja::Value) -> Result<bool, minijinja::Error> {
+    /// Evaluates an expression against a delivery's context (with the same fuel).
+    pub fn evaluate(&self, expression: &str, ctx: &minijinja::Value) -> Result<bool, RenderError> {
         Ok(self.env.compile_expression(expression)?.eval(ctx)?.is_true())
     }
 }

@@ -85,7 +85,7 @@ pub fn plan(
     payload: &Value,
     ctx: &minijinja::Value,
 ) -> Result<Vec<Call>, String> {
-    let render = |t: &Template| set.render(t, ctx).map_err(|e| format!("template {:?} failed: {e}", t.source));
+    let render = |t: &Template| set.render(t, ctx).map_err(|e| format!("template {:?} failed: {e}", t.shown()));
     let render_all = |list: &[Template]| list.iter().map(render).collect::<Result<Vec<_>, _>>();
     let repo =
         || payload.pointer("/repository/full_name").and_then(Value::as_str).ok_or("the delivery names no repository");

@@ -6,6 +6,7 @@ mod github;
 mod helpers;
 mod hostile;
 mod lifecycle;
+mod outbound;
 mod pooling;
 mod process;
 mod rules;
