@@ -8,6 +8,7 @@ mod lifecycle;
 mod pooling;
 mod process;
 mod rules;
+mod store_safety;
 mod systemd;
 mod webhook;
 mod worker;
