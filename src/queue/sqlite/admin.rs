@@ -88,16 +88,19 @@ pub fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
 /// -wal and -shm), checked up front so that a read-only store gets a clear
 /// message rather than SQLite's.
 fn check_writable(path: &Path) -> Result<(), String> {
+    use nix::unistd::{AccessFlags, access};
+    const WHAT_TO_DO: &str = "replay and prune change the store: run them as the user webhookd runs as, \
+                              or fix the owner and mode";
+    if let Err(e) = access(path, AccessFlags::W_OK) {
+        return Err(format!("read-only for this user ({}); {WHAT_TO_DO}", e.desc()));
+    }
     let folder = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    for (what, at) in [("the database file", path), ("its folder", folder)] {
-        if let Err(e) = nix::unistd::access(at, nix::unistd::AccessFlags::W_OK) {
-            return Err(format!(
-                "read-only for this user: cannot write {what} {} ({}); replay and prune change the store: \
-                 run them as the user webhookd runs as, or fix the owner and mode",
-                at.display(),
-                e.desc()
-            ));
-        }
+    if let Err(e) = access(folder, AccessFlags::W_OK) {
+        return Err(format!(
+            "its folder {} is read-only for this user ({}), and SQLite creates files there; {WHAT_TO_DO}",
+            folder.display(),
+            e.desc()
+        ));
     }
     Ok(())
 }
