@@ -30,7 +30,10 @@ pub fn deliveries(env: &Env, command: &DeliveriesCommand) -> ExitCode {
         eprintln!("webhookd: WEBHOOKD_STORE: the deliveries commands need the durable store (sqlite:PATH), not memory");
         return ExitCode::from(EXIT_CONFIG);
     };
-    let conn = match admin::open(&path) {
+    // Reading needs no write access, and must not change the store.
+    let reads_only = matches!(command, DeliveriesCommand::List { .. } | DeliveriesCommand::Show { .. });
+    let opened = if reads_only { admin::open_read_only(&path) } else { admin::open(&path) };
+    let conn = match opened {
         Ok(conn) => conn,
         Err(e) => {
             eprintln!("webhookd: {e}");

@@ -230,11 +230,9 @@ async fn sqlite_prune_deletes_body_log_segments_no_delivery_needs() {
     assert_eq!(segments(), 1, "c's segment is gone, d's was the newest");
 }
 
-#[tokio::test]
-async fn sqlite_reads_a_version_1_database_with_bodies_inside() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("old.db");
-    let old = rusqlite::Connection::open(&path).expect("create");
+/// A database as schema version 1 left it, with the delivery `old` inside.
+fn version_1_database(path: &std::path::Path) -> bytes::Bytes {
+    let old = rusqlite::Connection::open(path).expect("create");
     old.execute_batch(V1_SCHEMA).expect("v1 schema");
     let body = delivery("old").raw;
     old.execute(
@@ -244,7 +242,33 @@ async fn sqlite_reads_a_version_1_database_with_bodies_inside() {
     )
     .expect("row");
     old.execute("INSERT INTO bodies (seq, body) VALUES (last_insert_rowid(), ?1)", [&body[..]]).expect("body");
-    drop(old);
+    body
+}
+
+#[test]
+fn sqlite_read_only_commands_read_a_version_1_database_without_migrating_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("old.db");
+    let body = version_1_database(&path);
+    let before = std::fs::read(&path).expect("read");
+
+    let conn = crate::queue::sqlite::admin::open_read_only(&path).expect("read-only open");
+    let listed = crate::queue::sqlite::admin::list(&conn, None, None, 10).expect("list");
+    assert_eq!(listed.iter().map(|s| s.delivery_id.as_str()).collect::<Vec<_>>(), ["old"]);
+    let shown = crate::queue::sqlite::admin::show(&conn, "old").expect("show").expect("found");
+    assert_eq!(shown.body.as_deref(), Ok(&body[..]));
+    assert!(conn.execute_batch("PRAGMA user_version = 2").is_err(), "the connection cannot write");
+    drop(conn);
+    assert_eq!(std::fs::read(&path).expect("read"), before, "not migrated, not changed");
+    let files: Vec<_> = std::fs::read_dir(dir.path()).expect("list").map(|e| e.expect("entry").file_name()).collect();
+    assert_eq!(files, ["old.db"], "no file created beside it");
+}
+
+#[tokio::test]
+async fn sqlite_reads_a_version_1_database_with_bodies_inside() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("old.db");
+    let body = version_1_database(&path);
 
     let options = sqlite_options(10);
     let q = SqliteQueue::open(&path, options, Arc::new(Metrics::new())).expect("opens and migrates");

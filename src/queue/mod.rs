@@ -134,6 +134,13 @@ pub trait DeliveryQueue: Send + Sync + 'static {
     /// Deliveries per state.
     async fn counts(&self) -> StateCounts;
 
+    /// Why the backend cannot store deliveries now (a full disk, say), in
+    /// words an operator can act on; `None` while it can. Readiness answers
+    /// 503 while this is `Some`. A backend in memory always can.
+    fn write_error(&self) -> Option<String> {
+        None
+    }
+
     /// Whether the backend answers (the watchdog's health check).
     async fn ping(&self) -> bool {
         true

@@ -66,6 +66,8 @@ pub struct Metrics {
     pub store_commit_seconds: Histogram,
     /// Operations applied per group commit.
     pub store_batch_size: Histogram,
+    /// 1 while the store can write, 0 since a write failed (until one succeeds).
+    pub store_writable: IntGauge,
 }
 
 impl Metrics {
@@ -159,12 +161,19 @@ impl Metrics {
                 .buckets(BATCH_BUCKETS.to_vec()),
         )
         .unwrap_or_else(|e| invalid("webhookd_store_commit_batch_size", e));
+        let store_writable = IntGauge::new(
+            "webhookd_store_writable",
+            "1 while the store can write; 0 since a write failed, until one succeeds.",
+        )
+        .unwrap_or_else(|e| invalid("webhookd_store_writable", e));
+        store_writable.set(1);
         for metric in [
             Box::new(deliveries_by_state.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(github_pause_seconds.clone()),
             Box::new(github_rate_limit_remaining.clone()),
             Box::new(store_commit_seconds.clone()),
             Box::new(store_batch_size.clone()),
+            Box::new(store_writable.clone()),
             Box::new(signature_failures.clone()),
             Box::new(handler_panics.clone()),
             Box::new(queue_depth.clone()),
@@ -196,6 +205,7 @@ impl Metrics {
             deliveries_by_state,
             store_commit_seconds,
             store_batch_size,
+            store_writable,
         }
     }
 

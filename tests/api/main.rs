@@ -10,6 +10,7 @@ mod outbound;
 mod pooling;
 mod process;
 mod rules;
+mod store_safety;
 mod systemd;
 mod webhook;
 mod worker;

@@ -97,6 +97,11 @@ impl Daemon {
         }
     }
 
+    /// The process id (of `program`, or of what a shell `exec`ed).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("daemon is running")
+    }
+
     pub fn signal(&self, signal: Signal) {
         let pid = self.child.id().expect("daemon is running");
         kill(Pid::from_raw(i32::try_from(pid).expect("pid fits")), signal).expect("signal sent");

@@ -1,6 +1,8 @@
 //! Liveness and readiness. `/healthz` answers while the process serves;
-//! `/readyz` turns 503 while draining or while the queue is full, so a load
-//! balancer stops sending before deliveries are refused.
+//! `/readyz` turns 503 while draining, while the store cannot write (a full
+//! disk, say: it names the store and the error) or while the queue is full,
+//! so a load balancer stops sending before deliveries are refused. It turns
+//! 200 again by itself once the store writes again (the store probes).
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
@@ -14,9 +16,11 @@ pub async fn healthz() -> HttpResponse {
 
 pub async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
     let (status, error) = if state.readiness.is_draining() {
-        ("draining", "webhookd is shutting down")
+        ("draining", "webhookd is shutting down".to_owned())
+    } else if let Some(error) = state.queue.write_error() {
+        ("store_unwritable", error)
     } else if !state.queue.has_room() {
-        ("queue_full", "the delivery queue is full")
+        ("queue_full", "the delivery queue is full".to_owned())
     } else {
         return HttpResponse::Ok().json(json!({ "status": "ready", "queue_depth": state.queue.depth() }));
     };

@@ -1,6 +1,11 @@
 //! Operator access to a delivery database, for `webhookd deliveries`. Works
 //! beside a running daemon: plain connections, no ownership lock; rows
 //! requeued here are picked up by the daemon's poll within a second.
+//!
+//! `list` and `show` open the database read-only ([`open_read_only`]): they
+//! work on a store this user cannot write, and create, migrate or change
+//! nothing. `replay` and `prune` open it for writing ([`open`]) and say so
+//! plainly when this user cannot write it.
 
 use std::path::Path;
 use std::time::Duration;
@@ -8,9 +13,9 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde::Serialize;
 
-use super::body_log;
+use super::connection::{self, SCHEMA_VERSION};
 use super::rows::{BODY_COLUMNS, stored_body};
-use super::{StoreError, now_ms, open_connection};
+use super::{StoreError, body_log, now_ms, open_connection};
 use crate::queue::StateCounts;
 
 /// The states a delivery moves through.
@@ -45,15 +50,64 @@ pub struct Detail {
     pub body: Result<Vec<u8>, String>,
 }
 
-/// Opens an existing database for the operator.
+/// Opens an existing database for the operator's write commands, bringing
+/// it to the current schema.
 pub fn open(path: &Path) -> Result<Connection, StoreError> {
+    let open_error = |reason: String| StoreError::Open { path: path.to_path_buf(), reason };
     if !path.exists() {
-        return Err(StoreError::Open { path: path.to_path_buf(), reason: "no such database file".into() });
+        return Err(open_error("no such database file".into()));
     }
-    let conn = open_connection(path, false).map_err(|reason| StoreError::Open { path: path.to_path_buf(), reason })?;
-    super::apply_schema(&conn, super::SCHEMA)
-        .map_err(|reason| StoreError::Open { path: path.to_path_buf(), reason })?;
+    check_writable(path).map_err(open_error)?;
+    let conn = open_connection(path, false).map_err(open_error)?;
+    super::apply_schema(&conn, super::SCHEMA).map_err(open_error)?;
     Ok(conn)
+}
+
+/// Opens an existing database for the operator's read commands: read-only,
+/// no migration, no file created or changed (see `open_read_only`).
+pub fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
+    let open_error = |reason: String| StoreError::Open { path: path.to_path_buf(), reason };
+    if !path.exists() {
+        return Err(open_error("no such database file".into()));
+    }
+    let conn = connection::open_read_only(path).map_err(open_error)?;
+    let version: i64 =
+        conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| open_error(super::describe(&e)))?;
+    if version > SCHEMA_VERSION {
+        return Err(open_error(format!(
+            "written by a newer webhookd (schema version {version}); this one reads up to {SCHEMA_VERSION}"
+        )));
+    }
+    if columns(&conn).map_err(|e| open_error(super::describe(&e)))?.is_empty() {
+        return Err(open_error("not a webhookd database (it has no deliveries table)".into()));
+    }
+    Ok(conn)
+}
+
+/// Whether this user may write the database and create files beside it (its
+/// -wal and -shm), checked up front so that a read-only store gets a clear
+/// message rather than SQLite's.
+fn check_writable(path: &Path) -> Result<(), String> {
+    use nix::unistd::{AccessFlags, access};
+    const WHAT_TO_DO: &str = "replay and prune change the store: run them as the user webhookd runs as, \
+                              or fix the owner and mode";
+    if let Err(e) = access(path, AccessFlags::W_OK) {
+        return Err(format!("read-only for this user ({}); {WHAT_TO_DO}", e.desc()));
+    }
+    let folder = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if let Err(e) = access(folder, AccessFlags::W_OK) {
+        return Err(format!(
+            "its folder {} is read-only for this user ({}), and SQLite creates files there; {WHAT_TO_DO}",
+            folder.display(),
+            e.desc()
+        ));
+    }
+    Ok(())
+}
+
+/// The columns of the deliveries table (none: there is no such table).
+fn columns(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    conn.prepare("SELECT name FROM pragma_table_info('deliveries')")?.query_map([], |r| r.get(0))?.collect()
 }
 
 const SUMMARY_COLUMNS: &str = "delivery_id, event, action, state, attempts, received_at, next_attempt_at, last_error";
@@ -90,8 +144,15 @@ pub fn list(
 
 pub fn show(conn: &Connection, delivery_id: &str) -> Result<Option<Detail>, StoreError> {
     let bodies = body_dir(conn);
+    // A database of schema version 1, not migrated yet (read-only commands
+    // do not migrate), keeps every body in `bodies`.
+    let body_columns = if columns(conn).map_err(read)?.iter().any(|c| c == "body_segment") {
+        BODY_COLUMNS
+    } else {
+        "(SELECT body FROM bodies WHERE bodies.seq = deliveries.seq), NULL, NULL, NULL"
+    };
     let sql = format!(
-        "SELECT {SUMMARY_COLUMNS}, hook_id, target_type, target_id, content_kind, finished_at, {BODY_COLUMNS}
+        "SELECT {SUMMARY_COLUMNS}, hook_id, target_type, target_id, content_kind, finished_at, {body_columns}
          FROM deliveries WHERE delivery_id = ?1"
     );
     conn.query_row(&sql, params![delivery_id], |r| {

@@ -6,21 +6,36 @@
 //! was the store's largest cost (see README, Performance).
 //!
 //! A body is appended and synced before the row that points at it is
-//! committed, so a committed row always finds its body. Every start (and a
-//! failed write) begins a new segment, numbered above every segment a row
-//! points into: bytes a crash left after the last committed row are never
-//! appended to, and a lost folder can never make old rows read new bytes.
-//! Segments no row points into are deleted when finished rows are pruned.
+//! committed, so a committed row always finds its body. Every start begins a
+//! new segment, numbered above every segment a row points into: bytes a crash
+//! left after the last committed row are never appended to, and a lost folder
+//! can never make old rows read new bytes. Segments no row points into are
+//! deleted when finished rows are pruned.
+//!
+//! A segment file is created by the first append into it, and a failed append
+//! leaves nothing behind: a segment it created is removed (no row can point
+//! into it), and one that held bodies already is cut back to where the last
+//! good append ended, which only the failed batch wrote past. Should that cut
+//! fail, the next append starts a new segment. So a full disk costs no file
+//! per refused delivery. Files are 0600 and the folder 0700, whatever the umask.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+use super::modes;
 
 /// A segment is closed and a new one started past this size, so pruning
 /// can free space a segment at a time.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 const SUFFIX: &str = ".log";
+/// What the store's write probe writes (and removes) to learn whether the
+/// disk takes data again: as much as a typical delivery, so a probe that
+/// passes says a delivery would fit.
+const PROBE_BYTES: usize = 64 * 1024;
+/// The probe's scratch file in the segment folder (not a segment: no `.log`).
+const PROBE_FILE: &str = "write-probe.tmp";
 
 /// Where one body lies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,22 +56,22 @@ pub(crate) fn dir_for(db: &Path) -> PathBuf {
 pub(super) struct BodyLog {
     dir: PathBuf,
     segment: i64,
-    file: File,
+    /// `None` until the first append into `segment` creates it.
+    file: Option<File>,
+    /// Where the last good append into `segment` ended (synced).
     len: u64,
     segment_bytes: u64,
-    /// A write failed: where the file ends is uncertain, so the next append
-    /// starts a new segment.
-    broken: bool,
     /// Reused to make each batch a single write.
     buffer: Vec<u8>,
 }
 
 impl BodyLog {
-    /// Starts a new segment in `dir` (created if needed), numbered above the
-    /// segments there and above `referenced`, the highest a row points into.
+    /// Prepares a new segment in `dir` (created if needed, 0700), numbered
+    /// above the segments there and above `referenced`, the highest a row
+    /// points into. Its file is created by the first append.
     pub fn open(dir: &Path, segment_bytes: u64, referenced: i64) -> io::Result<Self> {
         if !dir.exists() {
-            fs::create_dir_all(dir)?;
+            modes::create_private_dir(dir)?;
             if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
                 // The new folder's name must survive a power cut too.
                 File::open(parent)?.sync_all()?;
@@ -64,12 +79,12 @@ impl BodyLog {
         }
         let highest = list(dir)?.into_iter().max().unwrap_or(0).max(referenced);
         let segment = highest.checked_add(1).ok_or_else(|| invalid("no segment number left"))?;
-        let file = create_segment(dir, segment)?;
-        Ok(Self { dir: dir.to_path_buf(), segment, file, len: 0, segment_bytes, broken: false, buffer: Vec::new() })
+        Ok(Self { dir: dir.to_path_buf(), segment, file: None, len: 0, segment_bytes, buffer: Vec::new() })
     }
 
     /// Appends `bodies` in one write and syncs them to disk; returns where
-    /// each one lies, in order.
+    /// each one lies, in order. On failure nothing is left behind (see the
+    /// module comment).
     pub fn append<'a>(&mut self, bodies: impl Iterator<Item = &'a [u8]>) -> io::Result<Vec<BodyRef>> {
         self.buffer.clear();
         let mut spans = Vec::new();
@@ -80,8 +95,19 @@ impl BodyLog {
         if spans.is_empty() {
             return Ok(Vec::new());
         }
-        if self.broken || self.len >= self.segment_bytes {
-            self.rotate()?;
+        if self.len >= self.segment_bytes {
+            self.next_segment()?;
+        }
+        let created = self.file.is_none();
+        let file = match self.file.take() {
+            Some(file) => file,
+            None => create_segment(&self.dir, self.segment)?,
+        };
+        let file = self.file.insert(file);
+        let written = file.write_all(&self.buffer).and_then(|()| file.sync_data());
+        if let Err(e) = written {
+            self.undo_failed_append(created);
+            return Err(e);
         }
         let refs = spans
             .into_iter()
@@ -89,10 +115,6 @@ impl BodyLog {
                 Ok(BodyRef { segment: self.segment, offset: to_i64(self.len + offset)?, len: to_i64(len)? })
             })
             .collect::<io::Result<Vec<_>>>()?;
-        if let Err(e) = self.file.write_all(&self.buffer).and_then(|()| self.file.sync_data()) {
-            self.broken = true;
-            return Err(e);
-        }
         self.len += self.buffer.len() as u64;
         if self.buffer.capacity() > 4 * 1024 * 1024 {
             // One huge delivery should not pin its size in memory.
@@ -103,26 +125,69 @@ impl BodyLog {
 
     /// Reads a body back.
     pub fn read(&self, at: BodyRef) -> io::Result<Vec<u8>> {
-        if at.segment == self.segment {
-            return read_at(&self.file, at);
+        match &self.file {
+            Some(file) if at.segment == self.segment => read_at(file, at),
+            _ => read(&self.dir, at),
         }
-        read(&self.dir, at)
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    fn rotate(&mut self) -> io::Result<()> {
-        // The number is used up even if creating the file fails halfway (it
-        // may exist): the next try takes the one after. No row points into it.
-        self.broken = true;
+    /// Whether the folder takes data: writes `PROBE_BYTES` to a scratch file,
+    /// syncs and removes it. Used while writes fail, to learn when they
+    /// would pass again.
+    pub fn probe(&self) -> io::Result<()> {
+        let path = self.dir.join(PROBE_FILE);
+        let written = (|| {
+            let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
+            file.write_all(&[0; PROBE_BYTES])?;
+            file.sync_data()
+        })();
+        let removed = fs::remove_file(&path);
+        written?;
+        removed
+    }
+
+    /// Leaves no trace of a failed append: a segment it created goes (no row
+    /// points into it), one with bodies in it is cut back to its good end.
+    /// When that fails too, the next append starts a new segment.
+    fn undo_failed_append(&mut self, created: bool) {
+        let Some(file) = self.file.take() else { return };
+        let undone = if created {
+            drop(file);
+            fs::remove_file(segment_path(&self.dir, self.segment))
+        } else {
+            // Only the failed batch wrote past `len`; no row points there.
+            file.set_len(self.len).and_then(|()| file.sync_all()).map(|()| self.file = Some(file))
+        };
+        if let Err(e) = undone {
+            tracing::warn!(segment = self.segment, error = %e, "cannot undo a failed body log write; starting a new segment");
+            // The number stays used: its file may be there, half written.
+            if let Err(e) = self.next_segment() {
+                tracing::warn!(error = %e, "no body log segment number left");
+            }
+        }
+    }
+
+    /// Closes the current segment; the next append creates the one after.
+    fn next_segment(&mut self) -> io::Result<()> {
         self.segment = self.segment.checked_add(1).ok_or_else(|| invalid("no segment number left"))?;
-        self.file = create_segment(&self.dir, self.segment)?;
+        self.file = None;
         self.len = 0;
-        self.broken = false;
         Ok(())
     }
+}
+
+/// Takes group and other access away from the folder and its segments (a
+/// store from before they were private).
+pub(super) fn tighten(dir: &Path) -> io::Result<()> {
+    modes::tighten(dir);
+    for segment in list(dir)? {
+        modes::tighten(&segment_path(dir, segment));
+    }
+    Ok(())
 }
 
 /// Reads a body back without the writer (the operator's commands).
@@ -167,10 +232,18 @@ fn read_at(file: &File, at: BodyRef) -> io::Result<Vec<u8>> {
     Ok(body)
 }
 
+/// Creates a segment file (0600); should its creation fail halfway, removes it.
 fn create_segment(dir: &Path, segment: i64) -> io::Result<File> {
-    let file = OpenOptions::new().read(true).append(true).create_new(true).open(segment_path(dir, segment))?;
-    // The new file's name must survive a power cut too.
-    File::open(dir)?.sync_all()?;
+    let path = segment_path(dir, segment);
+    let file = OpenOptions::new().read(true).append(true).create_new(true).mode(0o600).open(&path)?;
+    // The exact mode even under an odd umask; and the new file's name must
+    // survive a power cut too.
+    let made = modes::make_private(&file, 0o600).and_then(|()| File::open(dir)?.sync_all());
+    if let Err(e) = made {
+        drop(file);
+        let _ = fs::remove_file(&path);
+        return Err(e);
+    }
     Ok(file)
 }
 
@@ -228,6 +301,23 @@ mod tests {
         assert_eq!(more[0], BodyRef { segment: 8, offset: 0, len: 6 });
         assert_eq!(read(dir.path(), more[0]).expect("read"), b"fourth");
         assert_eq!(read(dir.path(), refs[2]).expect("old segments still read"), b"third body");
+    }
+
+    #[test]
+    fn a_segment_that_cannot_be_cut_back_after_a_failed_write_is_given_up_for_the_next() {
+        // /dev/full fails every write with ENOSPC and cannot be truncated.
+        let Ok(full) = OpenOptions::new().read(true).append(true).open("/dev/full") else {
+            println!("SKIPPED: no /dev/full");
+            return;
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = BodyLog::open(dir.path(), DEFAULT_SEGMENT_BYTES, 0).expect("open");
+        (log.file, log.len) = (Some(full), 3);
+        let error = log.append([&b"body"[..]].into_iter()).expect_err("the disk is full");
+        assert_eq!(error.kind(), io::ErrorKind::StorageFull);
+        let at = log.append([&b"body"[..]].into_iter()).expect("appended to a new segment");
+        assert_eq!(at, [BodyRef { segment: 2, offset: 0, len: 4 }]);
+        assert_eq!(list(dir.path()).expect("list"), [2]);
     }
 
     #[test]

@@ -14,6 +14,40 @@ pub(super) fn lock_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// Opens the database for reading only, creating and changing no file, for
+/// the operator's read commands (which may run as a user who cannot write
+/// the store). With a `-wal` beside it (a daemon has it open, or one died),
+/// it reads as any WAL reader does, through the `-wal` and `-shm`. With no
+/// `-wal`, no one has it open, and it is opened `immutable`: SQLite would
+/// otherwise create a `-wal` and `-shm` to read a WAL database, and leave
+/// them behind.
+pub(crate) fn open_read_only(path: &Path) -> Result<Connection, String> {
+    let mut wal = path.as_os_str().to_os_string();
+    wal.push("-wal");
+    let idle = !Path::new(&wal).exists();
+    let uri = format!("file:{}?mode=ro{}", uri_path(path), if idle { "&immutable=1" } else { "" });
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(uri, flags).map_err(|e| describe(&e))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| describe(&e))?;
+    Ok(conn)
+}
+
+/// A path as the path of a `file:` URI: every byte but the unreserved ones
+/// and `/` percent-encoded (SQLite decodes them).
+fn uri_path(path: &Path) -> String {
+    use std::fmt::Write;
+    use std::os::unix::ffi::OsStrExt;
+    let mut encoded = String::new();
+    for &byte in path.as_os_str().as_bytes() {
+        if byte.is_ascii_alphanumeric() || b"/-._~".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            let _ = write!(encoded, "%{byte:02X}");
+        }
+    }
+    encoded
+}
+
 /// Opens a connection with the pragmas every connection needs.
 pub(crate) fn open_connection(path: &Path, create: bool) -> Result<Connection, String> {
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -71,7 +105,7 @@ pub(crate) fn apply_schema(conn: &Connection, schema: &str) -> Result<(), String
 }
 
 /// The schema version `schema.sql` sets.
-const SCHEMA_VERSION: i64 = 2;
+pub(super) const SCHEMA_VERSION: i64 = 2;
 
 /// A readable reason for an SQLite error.
 pub(crate) fn describe(e: &rusqlite::Error) -> String {
@@ -90,5 +124,16 @@ pub(crate) fn describe(e: &rusqlite::Error) -> String {
             "the database is locked by another process".into()
         }
         _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uri_paths_escape_what_a_uri_would_read_as_syntax() {
+        assert_eq!(uri_path(Path::new("/var/lib/webhookd/web-hook_d.db")), "/var/lib/webhookd/web-hook_d.db");
+        assert_eq!(uri_path(Path::new("data/a b?c#d%e&f.db")), "data/a%20b%3Fc%23d%25e%26f.db");
     }
 }

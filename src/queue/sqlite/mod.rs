@@ -13,6 +13,7 @@ mod body_log;
 pub use body_log::DEFAULT_SEGMENT_BYTES;
 mod connection;
 mod held;
+mod modes;
 mod rows;
 mod shared;
 mod writer;
@@ -26,7 +27,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use nix::fcntl::{Flock, FlockArg};
 use rusqlite::Connection;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::mpsc;
+use tokio::sync::oneshot;
 
 use super::{Abandoned, DeliveryQueue, EnqueueError, Enqueued, Outcome, Settled, StateCounts};
 use crate::delivery::{Delivery, DeliveryId};
@@ -94,7 +96,9 @@ pub struct SqliteOptions {
 
 pub struct SqliteQueue {
     path: PathBuf,
-    commands: Mutex<Option<mpsc::UnboundedSender<Command>>>,
+    /// `path` made absolute, for messages.
+    absolute: PathBuf,
+    commands: Mutex<Option<mpsc::Sender<Command>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     reader: Arc<Mutex<Connection>>,
     shared: Arc<Shared>,
@@ -114,22 +118,26 @@ impl SqliteQueue {
     pub fn open(path: &Path, options: SqliteOptions, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
         let open_error = |reason: String| StoreError::Open { path: path.to_path_buf(), reason };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
+            modes::create_private_dir(dir)
                 .map_err(|e| open_error(format!("cannot create the folder {}: {e}", dir.display())))?;
         }
         let lock_path = lock_path(path);
-        let lock_file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
+        let lock_file = modes::open_or_create_private(&lock_path)
             .map_err(|e| open_error(format!("cannot create the lock file {}: {e}", lock_path.display())))?;
         let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock)
             .map_err(|_| StoreError::Locked { path: path.to_path_buf(), lock: lock_path.clone() })?;
 
+        // Created here, 0600, so that SQLite gives its -wal and -shm that mode too.
+        modes::open_or_create_private(path)
+            .map_err(|e| open_error(format!("cannot open the database file for writing: {e}")))?;
+        modes::sqlite_side_files(path).iter().for_each(|side| modes::tighten(side));
+        // Absolute in what an operator reads (the daemon's folder may not be known).
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let bodies = body_log::dir_for(&absolute);
+        body_log::tighten(&bodies)
+            .map_err(|e| open_error(format!("cannot read the body log {}: {e}", bodies.display())))?;
         let conn = open_connection(path, true).map_err(open_error)?;
         apply_schema(&conn, SCHEMA).map_err(open_error)?;
-        let bodies = body_log::dir_for(path);
         let referenced = rows::highest_referenced_segment(&conn).map_err(|e| open_error(describe(&e)))?;
         let log = body_log::BodyLog::open(&bodies, options.body_segment_bytes, referenced)
             .map_err(|e| open_error(format!("cannot open the body log {}: {e}", bodies.display())))?;
@@ -145,7 +153,7 @@ impl SqliteQueue {
         let reader = open_connection(path, false).map_err(open_error)?;
 
         let shared = Arc::new(Shared::new(usize::try_from(queued).unwrap_or(0), metrics));
-        let (commands, rx) = mpsc::unbounded_channel();
+        let (commands, rx) = mpsc::channel();
         let writer_shared = shared.clone();
         let writer = std::thread::Builder::new()
             .name("webhookd-store".into())
@@ -156,6 +164,7 @@ impl SqliteQueue {
         }
         Ok(Self {
             path: path.to_path_buf(),
+            absolute,
             commands: Mutex::new(Some(commands)),
             writer: Mutex::new(Some(writer)),
             reader: Arc::new(Mutex::new(reader)),
@@ -437,6 +446,16 @@ impl DeliveryQueue for SqliteQueue {
 
     async fn ping(&self) -> bool {
         self.call(Op::Ping).await.is_ok()
+    }
+
+    fn write_error(&self) -> Option<String> {
+        self.shared.write_error().map(|reason| {
+            format!(
+                "the store {} cannot write ({reason}); deliveries are refused until a write succeeds \
+                 (tried again every second)",
+                self.absolute.display()
+            )
+        })
     }
 
     fn describe(&self) -> String {

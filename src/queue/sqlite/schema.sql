@@ -34,4 +34,10 @@ CREATE TABLE IF NOT EXISTS bodies (
 -- finishing touches no index at all, which keeps each commit's write small.
 -- (Pruning, hourly, scans instead.)
 CREATE INDEX IF NOT EXISTS deliveries_queued ON deliveries (next_attempt_at, seq) WHERE state = 'queued';
+-- One row the store's writer rewrites to learn whether the database takes
+-- writes again after a write failed (writer.rs, probe).
+CREATE TABLE IF NOT EXISTS write_probe (
+    id        INTEGER PRIMARY KEY CHECK (id = 1),
+    probed_at INTEGER NOT NULL
+);
 PRAGMA user_version = 2;

@@ -1,6 +1,7 @@
 //! What the durable queue and its writer thread share: the counts of
-//! waiting rows, the wake-up for idle workers, and the deliveries held in
-//! memory for them, which the writer hands committed deliveries to.
+//! waiting rows, the wake-up for idle workers, the deliveries held in
+//! memory for them, which the writer hands committed deliveries to, and
+//! whether the store can write (for readiness).
 
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -21,6 +22,9 @@ pub(crate) struct Shared {
     pub(super) notify: Notify,
     pub(super) metrics: Arc<Metrics>,
     held: Mutex<Held>,
+    /// Why the store cannot write: set by a failed write, cleared by the
+    /// next write that succeeds (a delivery's, or the writer's probe).
+    write_error: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -31,6 +35,33 @@ impl Shared {
             notify: Notify::new(),
             metrics,
             held: Mutex::new(Held::default()),
+            write_error: Mutex::new(None),
+        }
+    }
+
+    /// Why the store cannot write now, if it cannot.
+    pub(super) fn write_error(&self) -> Option<String> {
+        self.write_error.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// A write failed: the store is unwritable until one succeeds.
+    pub(super) fn writes_failing(&self, reason: &str) {
+        let mut error = self.write_error.lock().unwrap_or_else(PoisonError::into_inner);
+        if error.is_none() {
+            tracing::error!(
+                error = reason,
+                "the store cannot write: deliveries are refused and /readyz answers 503 until a write succeeds"
+            );
+            self.metrics.store_writable.set(0);
+        }
+        *error = Some(reason.to_owned());
+    }
+
+    /// A write succeeded: the store is writable.
+    pub(super) fn writes_succeed(&self) {
+        if self.write_error.lock().unwrap_or_else(PoisonError::into_inner).take().is_some() {
+            tracing::info!("the store writes again: deliveries are accepted and /readyz answers 200");
+            self.metrics.store_writable.set(1);
         }
     }
 

@@ -8,13 +8,22 @@
 //! `synchronous=FULL`: their 2xx waits for both. Batches of claims and outcomes only commit with
 //! `NORMAL`: losing one to a power cut means a delivery is processed again
 //! (at least once), never lost, and the next FULL commit makes it durable.
+//!
+//! The writer also knows whether the store can write, for readiness: a failed
+//! batch makes it unwritable, a batch that stored deliveries makes it writable
+//! again. A load balancer sends nothing to a daemon that is not ready, so
+//! while unwritable the writer does not wait for a delivery to find out: every
+//! `PROBE_INTERVAL` it probes, writing to a scratch file in the body log's
+//! folder and committing a one-row update in the database, the two writes a
+//! delivery needs.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
 use crate::delivery::Delivery;
 use rusqlite::{Connection, TransactionBehavior, params};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::body_log::{BodyLog, BodyRef};
 use super::rows::{BODY_COLUMNS, content_kind_name, now_ms, stored_body, unix_ms};
@@ -22,6 +31,8 @@ use super::{Shared, StoreError, remove_unreferenced_bodies};
 
 /// Most operations applied in one transaction.
 const MAX_BATCH: usize = 1024;
+/// How often an unwritable store probes whether it can write again.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A delivery to insert.
 pub(super) struct NewRow {
@@ -97,14 +108,28 @@ pub(super) struct Command {
 }
 
 /// Runs the writer until every sender is dropped.
-pub(super) fn run(
-    mut conn: Connection,
-    mut log: BodyLog,
-    mut commands: mpsc::UnboundedReceiver<Command>,
-    shared: Arc<Shared>,
-) {
+pub(super) fn run(mut conn: Connection, mut log: BodyLog, commands: Receiver<Command>, shared: Arc<Shared>) {
     let mut durable = true; // the connection was opened with synchronous=FULL
-    while let Some(first) = commands.blocking_recv() {
+    let mut last_probe = Instant::now();
+    loop {
+        // While unwritable, probe at least every PROBE_INTERVAL, even when
+        // commands keep coming (outcomes of deliveries stored before).
+        if shared.write_error().is_some() && last_probe.elapsed() >= PROBE_INTERVAL {
+            probe(&conn, &log, &shared);
+            last_probe = Instant::now();
+        }
+        let first = if shared.write_error().is_some() {
+            match commands.recv_timeout(PROBE_INTERVAL.saturating_sub(last_probe.elapsed())) {
+                Ok(command) => command,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match commands.recv() {
+                Ok(command) => command,
+                Err(_) => break,
+            }
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match commands.try_recv() {
@@ -127,6 +152,15 @@ pub(super) fn run(
         shared.metrics.store_commit_seconds.observe(started.elapsed().as_secs_f64());
         shared.metrics.store_batch_size.observe(batch.len() as f64);
         let pruned = batch.iter().any(|c| matches!(c.op, Op::Prune { .. }));
+        // Before anyone is answered, so that /readyz agrees with the answers.
+        match &results {
+            Ok(_) if wants_durable => shared.writes_succeed(),
+            Ok(_) => {}
+            Err(e) => {
+                shared.writes_failing(e);
+                last_probe = Instant::now();
+            }
+        }
         match results {
             Ok(results) => {
                 if pruned {
@@ -172,6 +206,27 @@ pub(super) fn run(
     }
 }
 
+/// Tries the two writes a delivery needs (see the module comment); marks
+/// the store writable if both pass.
+fn probe(conn: &Connection, log: &BodyLog, shared: &Shared) {
+    let probed = log.probe().map_err(|e| format!("cannot write to the body log folder {}: {e}", log.dir().display()));
+    let probed = probed.and_then(|()| {
+        conn.prepare_cached(
+            "INSERT INTO write_probe (id, probed_at) VALUES (1, ?1)
+             ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
+        )
+        .and_then(|mut statement| statement.execute(params![now_ms()]))
+        .map_err(|e| super::describe(&e))
+    });
+    match probed {
+        Ok(_) => shared.writes_succeed(),
+        Err(e) => {
+            tracing::debug!(error = %e, "the store still cannot write");
+            shared.writes_failing(&e);
+        }
+    }
+}
+
 /// Puts back on disk, as if never claimed, hand-offs committed after the
 /// workers were gone. Should that fail, the next start queues them again.
 fn requeue_stranded(conn: &mut Connection, delivery_ids: Vec<String>, shared: &Shared) {
@@ -203,7 +258,10 @@ fn apply_batch(
         _ => None,
     });
     let lease_until = now_ms() + super::lease_ms();
-    let mut body_refs = log.append(new_bodies).map_err(|e| format!("{}: {e}", log.dir().display()))?.into_iter();
+    let mut body_refs = log
+        .append(new_bodies)
+        .map_err(|e| format!("cannot write to the body log {}: {e}", log.dir().display()))?
+        .into_iter();
     let sql = |e: rusqlite::Error| super::describe(&e);
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
     let mut results = Vec::with_capacity(batch.len());
