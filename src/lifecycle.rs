@@ -10,6 +10,11 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 pub struct StopSignals {
     terminate: Option<Signal>,
     interrupt: Option<Signal>,
+    /// Held, never read: with a handler installed, a write past a file-size
+    /// limit (systemd `LimitFSIZE=`, `ulimit -f`) fails with EFBIG, which the
+    /// store turns into 503s and an unready `/readyz`, instead of the
+    /// default action killing the process.
+    _file_size: Option<Signal>,
 }
 
 impl StopSignals {
@@ -25,6 +30,7 @@ impl StopSignals {
         Self {
             terminate: listen(SignalKind::terminate(), "SIGTERM"),
             interrupt: listen(SignalKind::interrupt(), "SIGINT"),
+            _file_size: listen(SignalKind::from_raw(nix::libc::SIGXFSZ), "SIGXFSZ"),
         }
     }
 

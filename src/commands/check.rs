@@ -46,6 +46,7 @@ pub fn check(env: &Env) -> ExitCode {
     out!("  attempts          {} (backoff from {})", s.max_attempts, humantime::format_duration(s.retry_backoff));
     out!("  max body          {} bytes, within {}", s.max_body, humantime::format_duration(s.body_timeout));
     out!("  max connections   {}", s.max_connections);
+    out!("  body memory       {} bytes for every body being received, together", s.body_memory);
     out!("  shutdown timeout  {}", humantime::format_duration(s.shutdown_timeout));
     out!("  stall timeout     {} (systemd watchdog)", humantime::format_duration(s.stall_timeout));
     out!("  rules             {rules}");

@@ -54,6 +54,11 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Largest `WEBHOOKD_MAX_CONNECTIONS` (each is a file descriptor).
 pub const MAX_CONNECTIONS_LIMIT: usize = 65_536;
+/// Memory all request bodies being received may take together: ten
+/// GitHub-sized bodies at once, far more than GitHub sends in parallel.
+pub const DEFAULT_BODY_MEMORY_BYTES: usize = 256 * 1024 * 1024;
+/// Largest `WEBHOOKD_BODY_MEMORY`.
+pub const MAX_BODY_MEMORY_BYTES: usize = 16 * 1024 * 1024 * 1024;
 
 /// The allowed ranges of durations: a wait is never zero where zero would
 /// spin or refuse everything, and never so long that adding it to a clock
@@ -188,6 +193,8 @@ pub struct Settings {
     pub body_timeout: Duration,
     /// Open HTTP connections at most.
     pub max_connections: usize,
+    /// Bytes all request bodies being received may hold together.
+    pub body_memory: usize,
     pub shutdown_timeout: Duration,
     /// How long one delivery may hold a worker before the worker counts as
     /// stuck (for the systemd watchdog).
@@ -258,6 +265,20 @@ impl Settings {
             e,
             parse_in_range(env, "WEBHOOKD_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, 1..=MAX_CONNECTIONS_LIMIT),
         );
+        let body_memory = keep(
+            e,
+            parse_in_range(env, "WEBHOOKD_BODY_MEMORY", DEFAULT_BODY_MEMORY_BYTES, 1..=MAX_BODY_MEMORY_BYTES).and_then(
+                |bytes| match max_body {
+                    Some(max_body) if bytes < max_body => Err(ConfigError::invalid(
+                        "WEBHOOKD_BODY_MEMORY",
+                        format!(
+                            "must be at least WEBHOOKD_MAX_BODY ({max_body}), or no body that large fits; got {bytes}"
+                        ),
+                    )),
+                    _ => Ok(bytes),
+                },
+            ),
+        );
         let shutdown_timeout = keep(
             e,
             in_duration_range(
@@ -295,6 +316,7 @@ impl Settings {
             Some(max_body),
             Some(body_timeout),
             Some(max_connections),
+            Some(body_memory),
             Some(shutdown_timeout),
             Some(stall_timeout),
             Some(rules),
@@ -317,6 +339,7 @@ impl Settings {
             max_body,
             body_timeout,
             max_connections,
+            body_memory,
             shutdown_timeout,
             stall_timeout,
             rules,
@@ -346,6 +369,7 @@ impl Settings {
             max_body,
             body_timeout,
             max_connections,
+            body_memory,
             shutdown_timeout,
             stall_timeout,
             rules,
@@ -581,5 +605,26 @@ mod tests {
         assert!(matches!(s.github.credential, Some(GitHubCredential::Token(_))));
         let debug = format!("{s:?}");
         assert!(!debug.contains("ghp_topsecret") && !debug.contains("hook-secret"), "{debug}");
+    }
+
+    #[test]
+    fn body_memory_must_hold_at_least_one_largest_body() {
+        let s = Settings::from_env(&env(&[("WEBHOOKD_SECRET", "s")])).expect("valid");
+        assert_eq!(s.body_memory, DEFAULT_BODY_MEMORY_BYTES);
+        let err = Settings::from_env(&env(&[
+            ("WEBHOOKD_SECRET", "s"),
+            ("WEBHOOKD_MAX_BODY", "1000"),
+            ("WEBHOOKD_BODY_MEMORY", "999"),
+        ]))
+        .expect_err("smaller than one body")
+        .to_string();
+        assert!(err.starts_with("WEBHOOKD_BODY_MEMORY:") && err.contains("WEBHOOKD_MAX_BODY"), "{err}");
+        let s = Settings::from_env(&env(&[
+            ("WEBHOOKD_SECRET", "s"),
+            ("WEBHOOKD_MAX_BODY", "1000"),
+            ("WEBHOOKD_BODY_MEMORY", "1000"),
+        ]))
+        .expect("equal is enough");
+        assert_eq!(s.body_memory, 1000);
     }
 }

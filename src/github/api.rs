@@ -9,7 +9,6 @@ use serde_json::Value;
 
 use super::GitHubError;
 use super::client::{GitHub, Reply, Request};
-use super::forward::redact_url;
 
 /// The shared client seen from one delivery.
 #[derive(Clone, Copy)]
@@ -50,7 +49,7 @@ impl<'a> GitHubApi<'a> {
     /// `forward`). Dry run: logged, not sent.
     pub async fn forward(&self, url: &str, headers: &[(String, String)], body: Bytes) -> Result<Reply, GitHubError> {
         if self.is_dry_run() {
-            let shown = redact_url(url);
+            let shown = crate::redact::url_str(url);
             tracing::info!(url = shown, bytes = body.len(), "dry run: forward not sent (no credential configured)");
             return Ok(Reply::DryRun);
         }

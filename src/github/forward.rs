@@ -10,7 +10,6 @@
 
 use bytes::Bytes;
 use reqwest::header::USER_AGENT;
-use url::Url;
 
 use super::client::{GitHubResponse, Reply};
 use super::error::GitHubError;
@@ -31,7 +30,7 @@ pub(super) async fn forward(
 ) -> Result<Reply, GitHubError> {
     // The URL may carry credentials (user:pass@, ?token=): logs and errors
     // show it without them.
-    let shown = redact_url(url);
+    let shown = crate::redact::url_str(url);
     let mut request = http.post(url).header(USER_AGENT, super::USER_AGENT).body(body);
     for (name, value) in headers {
         request = request.header(name.as_str(), value.as_str());
@@ -45,27 +44,4 @@ pub(super) async fn forward(
     }
     let answer = read_capped(response, MAX_FORWARD_ANSWER_BYTES).await.map_err(transport)?;
     Ok(Reply::Sent(GitHubResponse { status, body: answer.bytes, from_cache: false, next: None }))
-}
-
-/// `url` without userinfo and query, for logs and errors.
-pub(super) fn redact_url(url: &str) -> String {
-    match Url::parse(url) {
-        Ok(mut parsed) => {
-            let _ = parsed.set_username("");
-            let _ = parsed.set_password(None);
-            parsed.set_query(None);
-            parsed.to_string()
-        }
-        Err(_) => "(invalid URL)".to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn forward_urls_are_shown_without_credentials() {
-        assert_eq!(redact_url("https://user:pw@hooks.example/in?token=s3cret"), "https://hooks.example/in");
-    }
 }

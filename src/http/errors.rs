@@ -36,6 +36,8 @@ pub enum WebhookError {
     Read(String),
     #[error("{0}; retry later")]
     Unavailable(#[from] EnqueueError),
+    #[error("too many request bodies are being received at once (WEBHOOKD_BODY_MEMORY); retry later")]
+    BodyMemory,
     #[error("internal error: {0}")]
     Internal(&'static str),
 }
@@ -51,6 +53,7 @@ impl WebhookError {
             Self::Body(_) => "body",
             Self::Read(_) => "read",
             Self::BodyTimeout(_) => "body_timeout",
+            Self::BodyMemory => "body_memory",
             Self::Internal(_) => "internal",
             Self::Unavailable(EnqueueError::Full) => "queue_full",
             Self::Unavailable(EnqueueError::Closed) => "draining",
@@ -66,7 +69,7 @@ impl ResponseError for WebhookError {
             Self::UnsupportedContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Signature(_) => StatusCode::UNAUTHORIZED,
             Self::Headers(_) | Self::Body(_) | Self::Read(_) => StatusCode::BAD_REQUEST,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::BodyMemory => StatusCode::SERVICE_UNAVAILABLE,
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -74,7 +77,7 @@ impl ResponseError for WebhookError {
 
     fn error_response(&self) -> HttpResponse {
         let mut response = error_json(self.status_code(), &self.to_string());
-        if let Self::Unavailable(_) = self {
+        if let Self::Unavailable(_) | Self::BodyMemory = self {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
         response

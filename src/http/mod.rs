@@ -7,6 +7,7 @@
 //! and their number is capped (`WEBHOOKD_MAX_CONNECTIONS`): past the cap,
 //! connections wait in the kernel's backlog instead of costing descriptors.
 
+mod body_budget;
 mod errors;
 mod refusal_log;
 mod routes;

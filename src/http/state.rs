@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use super::body_budget::BodyBudget;
 use super::refusal_log::RefusalLog;
 use crate::config::Settings;
 use crate::queue::DeliveryQueue;
@@ -19,6 +20,8 @@ pub struct HttpState {
     pub readiness: Readiness,
     pub limits: HttpLimits,
     pub refusals: RefusalLog,
+    /// The memory request bodies being received hold, all together.
+    pub bodies: BodyBudget,
 }
 
 impl HttpState {
@@ -29,7 +32,8 @@ impl HttpState {
         readiness: Readiness,
         limits: HttpLimits,
     ) -> Self {
-        Self { verifier, queue, metrics, readiness, limits, refusals: RefusalLog::default() }
+        let bodies = BodyBudget::new(limits.body_memory);
+        Self { verifier, queue, metrics, readiness, limits, refusals: RefusalLog::default(), bodies }
     }
 }
 
@@ -42,6 +46,8 @@ pub struct HttpLimits {
     pub body_timeout: Duration,
     /// Open connections at most, across every HTTP thread (`WEBHOOKD_MAX_CONNECTIONS`).
     pub max_connections: usize,
+    /// Bytes all bodies being received may hold together (`WEBHOOKD_BODY_MEMORY`).
+    pub body_memory: usize,
 }
 
 impl From<&Settings> for HttpLimits {
@@ -50,6 +56,7 @@ impl From<&Settings> for HttpLimits {
             max_body: settings.max_body,
             body_timeout: settings.body_timeout,
             max_connections: settings.max_connections,
+            body_memory: settings.body_memory,
         }
     }
 }

@@ -46,6 +46,8 @@ pub struct Metrics {
     pub github_requests: IntCounterVec,
     /// Deliveries being processed right now.
     pub deliveries_in_flight: IntGauge,
+    /// Bytes of request bodies being received now (`WEBHOOKD_BODY_MEMORY`).
+    pub request_body_bytes: IntGauge,
     /// GitHub requests by method, route template and status.
     pub github_requests_by_route: IntCounterVec,
     /// GitHub requests retried by the client, by reason.
@@ -142,6 +144,11 @@ impl Metrics {
             .unwrap_or_else(|e| invalid("webhookd_queue_depth", e));
         let deliveries_in_flight = IntGauge::new("webhookd_deliveries_in_flight", "Deliveries being processed.")
             .unwrap_or_else(|e| invalid("webhookd_deliveries_in_flight", e));
+        let request_body_bytes = IntGauge::new(
+            "webhookd_request_body_bytes",
+            "Bytes of request bodies being received now, against WEBHOOKD_BODY_MEMORY.",
+        )
+        .unwrap_or_else(|e| invalid("webhookd_request_body_bytes", e));
         let processing_duration = HistogramVec::new(
             HistogramOpts::new("webhookd_processing_duration_seconds", "Time spent processing one delivery.")
                 .buckets(PROCESSING_BUCKETS_SECS.to_vec()),
@@ -178,6 +185,7 @@ impl Metrics {
             Box::new(handler_panics.clone()),
             Box::new(queue_depth.clone()),
             Box::new(deliveries_in_flight.clone()),
+            Box::new(request_body_bytes.clone()),
             Box::new(processing_duration.clone()),
         ] {
             registry.register(metric).unwrap_or_else(|e| invalid("collector", e));
@@ -202,6 +210,7 @@ impl Metrics {
             rule_matches,
             rule_actions,
             deliveries_in_flight,
+            request_body_bytes,
             deliveries_by_state,
             store_commit_seconds,
             store_batch_size,

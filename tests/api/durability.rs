@@ -308,3 +308,48 @@ async fn a_thousand_concurrent_deliveries_are_each_committed_answered_and_proces
     let done: Vec<serde_json::Value> = serde_json::from_str(&out).expect("json");
     assert_eq!(done.len(), 1_000, "every delivery committed and finished in the store");
 }
+
+/// A delivery that takes the process down each time it runs (here: SIGKILL
+/// while its GitHub call hangs) spends its attempts like any other failure:
+/// on its last one it is dead at the next start, not run again after every
+/// restart.
+#[tokio::test]
+async fn a_delivery_that_kills_the_process_on_its_last_attempt_is_dead_after_the_restart() {
+    // A GitHub that takes the request and never answers: the accept is the
+    // event that says the delivery is being processed.
+    let github = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let api = format!("http://{}", github.local_addr().expect("addr"));
+    let env = [
+        ("WEBHOOKD_SECRET", TEST_SECRET),
+        ("WEBHOOKD_GITHUB_TOKEN", TEST_TOKEN),
+        ("WEBHOOKD_GITHUB_API_URL", api.as_str()),
+        ("WEBHOOKD_GITHUB_WRITE_INTERVAL", "0s"),
+        ("WEBHOOKD_MAX_ATTEMPTS", "1"),
+    ];
+    let mut daemon = Daemon::start(&example_bin(), &env).await;
+    let workdir = daemon.workdir.clone();
+    let http = reqwest::Client::new();
+    assert_eq!(post_issue(&http, &daemon.address, 1, TEST_SECRET).await.expect("sent"), 202);
+    let (mut held, _) = tokio::time::timeout(WAIT, github.accept()).await.expect("GitHub called").expect("accept");
+    let mut head = [0u8; 64];
+    let read = tokio::io::AsyncReadExt::read(&mut held, &mut head).await.expect("request head");
+    assert!(head[..read].starts_with(b"POST /repos/"), "the delivery's comment is in flight");
+    daemon.signal(Signal::SIGKILL);
+    assert_eq!(daemon.wait().await.code(), None, "killed by a signal");
+
+    let mut restarted = Daemon::start_in(workdir.clone(), &example_bin(), &env).await;
+    // Logged while the store opens, before the daemon says it started.
+    assert!(restarted.output().contains("left running on their last attempt are dead"), "{}", restarted.output());
+    restarted.signal(Signal::SIGTERM);
+    assert_eq!(restarted.wait().await.code(), Some(0), "{}", restarted.output());
+    drop(held);
+
+    let store = format!("sqlite:{}", workdir.path().join("data/webhookd.db").display());
+    let (code, out) =
+        run_webhookd(&["deliveries", "list", "--status", "dead", "--json"], &[("WEBHOOKD_STORE", store.as_str())])
+            .await;
+    assert_eq!(code, 0, "{out}");
+    let dead: serde_json::Value = serde_json::from_str(&out).expect("json list");
+    assert_eq!(dead.as_array().map(Vec::len), Some(1), "{out}");
+    assert!(out.contains("the process stopped while processing it"), "{out}");
+}

@@ -228,6 +228,55 @@ async fn connections_beyond_the_cap_wait_in_the_backlog_until_the_deadline_frees
     app.stop().await;
 }
 
+/// Waits (within `WAIT`) until the app's request bodies hold `bytes` in all,
+/// as its `webhookd_request_body_bytes` gauge reports.
+async fn wait_for_body_bytes(app: &TestApp, bytes: usize) {
+    let deadline = Instant::now() + WAIT;
+    let mut held = None;
+    while Instant::now() < deadline {
+        let text = app.get("/metrics").await.text().await.expect("metrics");
+        held = text.lines().find_map(|l| l.strip_prefix("webhookd_request_body_bytes ")?.trim().parse::<usize>().ok());
+        if held == Some(bytes) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("request bodies never held {bytes} bytes (last seen: {held:?})");
+}
+
+/// The issue's row "connections each sending a body just under the cap and
+/// holding", with signature headers that look right: what they hold together
+/// is capped by WEBHOOKD_BODY_MEMORY; a body past it gets 503 + Retry-After
+/// instead of being buffered, and the budget comes back when they go.
+#[tokio::test]
+async fn bodies_held_by_slow_senders_share_one_memory_budget() {
+    let (handler, mut processed) = RecordingHandler::new();
+    let app = spawn_app(
+        &[("WEBHOOKD_MAX_BODY", "1048576"), ("WEBHOOKD_BODY_MEMORY", "2097152"), ("WEBHOOKD_BODY_TIMEOUT", "5m")],
+        handler,
+    )
+    .await;
+    let almost_all = vec![b' '; (1 << 20) - 1];
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        holders.push(send_head(&app.address, &plausible_headers(), 1 << 20, &almost_all).await);
+    }
+    wait_for_body_bytes(&app, 2 * almost_all.len()).await;
+
+    let refused = app.post_webhook("issues", issue_body(1)).await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.headers().contains_key("retry-after"), "{:?}", refused.headers());
+    let answer: Value = refused.json().await.expect("json");
+    assert!(answer["error"].as_str().is_some_and(|e| e.contains("WEBHOOKD_BODY_MEMORY")), "{answer}");
+
+    drop(holders);
+    wait_for_body_bytes(&app, 0).await;
+    let accepted = app.post_webhook("issues", issue_body(2)).await;
+    assert_eq!(accepted.status(), StatusCode::ACCEPTED);
+    assert_eq!(receive_n(&mut processed, 1).await.len(), 1);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn what_the_headers_decide_is_answered_before_the_body_is_sent() {
     let (handler, _rx) = RecordingHandler::new();

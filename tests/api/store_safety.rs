@@ -6,8 +6,9 @@
 //! A full disk is played by the real binary under RLIMIT_FSIZE, set on the
 //! running daemon with `prlimit` (util-linux): a write past the limit fails
 //! in the kernel with EFBIG and takes the same paths in webhookd as ENOSPC.
-//! A shell starts the daemon ignoring SIGXFSZ, which would otherwise kill it
-//! at the first such write.
+//! The daemon handles SIGXFSZ itself (the signal's default action would kill
+//! it at the first such write); the shell here leaves the default in place,
+//! so the test also proves that.
 
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -82,7 +83,7 @@ fn files_in(dir: &Path) -> BTreeMap<String, u64> {
 async fn readiness_is_503_while_the_store_cannot_write_and_turns_200_by_itself_and_no_file_is_left() {
     let Some(prlimit) = system_tool("prlimit") else { return };
     let workdir = Arc::new(tempfile::tempdir().expect("workdir"));
-    let mut daemon = start_through_shell(workdir.clone(), "trap '' XFSZ; exec \"$0\" serve").await;
+    let mut daemon = start_through_shell(workdir.clone(), "trap - XFSZ; exec \"$0\" serve").await;
     let db = workdir.path().join("data/webhookd.db");
     let bodies = workdir.path().join("data/webhookd.db.bodies");
     let (status, ready) = readyz(&daemon).await;

@@ -79,7 +79,9 @@ async fn accept(req: &HttpRequest, payload: web::Payload, state: &HttpState) -> 
     )?;
 
     // Only now is the body read: a chunked body's size is known only here.
-    let raw = read_body(payload, limits.max_body, limits.body_timeout).await?;
+    // Held until the answer: the body's bytes count against every other's.
+    let mut reservation = state.bodies.reservation();
+    let raw = read_body(payload, limits.max_body, limits.body_timeout, |bytes| reservation.grow(bytes)).await?;
     verify(state.verifier.current(), claimed, &raw).await?;
     let headers = GitHubHeaders::parse(req.headers())?;
     let delivery = Delivery::from_verified(headers, kind, raw)?;
@@ -122,13 +124,26 @@ async fn verify(verifier: Arc<SignatureVerifier>, claimed: ClaimedSignature, raw
 /// Reads the body within `deadline` in all (a sender trickling bytes or
 /// falling silent gets 408), refusing it as soon as it grows past `max` (a
 /// missing or lying `Content-Length` cannot get around the cap).
-async fn read_body(payload: web::Payload, max: usize, deadline: Duration) -> Result<Bytes, WebhookError> {
-    tokio::time::timeout(deadline, collect_body(payload, max)).await.unwrap_or(Err(WebhookError::BodyTimeout(deadline)))
+/// `reserve` takes each chunk's bytes from the shared body budget, or
+/// refuses them.
+async fn read_body(
+    payload: web::Payload,
+    max: usize,
+    deadline: Duration,
+    reserve: impl FnMut(usize) -> bool,
+) -> Result<Bytes, WebhookError> {
+    tokio::time::timeout(deadline, collect_body(payload, max, reserve))
+        .await
+        .unwrap_or(Err(WebhookError::BodyTimeout(deadline)))
 }
 
 /// The body's chunks, joined once at the end into a buffer of exactly the
 /// size received. A body that arrives in one chunk is kept as it is.
-async fn collect_body(mut payload: web::Payload, max: usize) -> Result<Bytes, WebhookError> {
+async fn collect_body(
+    mut payload: web::Payload,
+    max: usize,
+    mut reserve: impl FnMut(usize) -> bool,
+) -> Result<Bytes, WebhookError> {
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut len = 0usize;
     while let Some(chunk) = payload.next().await {
@@ -136,6 +151,11 @@ async fn collect_body(mut payload: web::Payload, max: usize) -> Result<Bytes, We
         len += chunk.len();
         if len > max {
             return Err(WebhookError::TooLarge { max });
+        }
+        // The join below copies once more, briefly; the budget counts what
+        // is held while waiting on the client, which is what a client controls.
+        if !reserve(chunk.len()) {
+            return Err(WebhookError::BodyMemory);
         }
         chunks.push(chunk);
     }

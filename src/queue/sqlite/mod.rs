@@ -141,6 +141,25 @@ impl SqliteQueue {
         let referenced = rows::highest_referenced_segment(&conn).map_err(|e| open_error(describe(&e)))?;
         let log = body_log::BodyLog::open(&bodies, options.body_segment_bytes, referenced)
             .map_err(|e| open_error(format!("cannot open the body log {}: {e}", bodies.display())))?;
+        // A claim counts its attempt before the handler runs, so a delivery
+        // that takes the process down with it (an abort, an OOM kill) spends
+        // its attempts too: once they are gone it is dead, not a crash loop.
+        let crashed = conn
+            .execute(
+                "UPDATE deliveries SET state = 'dead', lease_until = NULL,
+                        last_error = 'the process stopped while processing it on each of its ' || attempts
+                                     || ' attempts (WEBHOOKD_MAX_ATTEMPTS): it may crash webhookd'
+                 WHERE state = 'running' AND attempts >= ?1",
+                [options.retry.max_attempts],
+            )
+            .map_err(|e| open_error(describe(&e)))?;
+        if crashed > 0 {
+            tracing::error!(
+                dead = crashed,
+                "deliveries a previous process left running on their last attempt are dead: \
+                 each time they ran, the process stopped (see `webhookd deliveries list --status dead`)"
+            );
+        }
         let requeued = conn
             .execute("UPDATE deliveries SET state = 'queued', lease_until = NULL WHERE state = 'running'", [])
             .map_err(|e| open_error(describe(&e)))?;
