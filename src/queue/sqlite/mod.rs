@@ -362,7 +362,10 @@ impl DeliveryQueue for SqliteQueue {
             Outcome::Ok => (Settle::Done, Settled::Done),
             Outcome::Retry(error) => match self.options.retry.backoff(delivery.attempt) {
                 Some(wait) => {
-                    let at = now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+                    // Millisecond clock readings are truncated: round the due
+                    // time up so that a retry never comes sooner than `wait`.
+                    let wait_ms = i64::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(i64::MAX);
+                    let at = now.saturating_add(wait_ms).saturating_add(1);
                     (Settle::RetryAt { at, error }, Settled::Retrying(wait))
                 }
                 None => (Settle::Dead { error }, Settled::Dead),
