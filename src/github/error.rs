@@ -1,7 +1,11 @@
 //! Errors of GitHub API calls, with the one question callers ask of them:
 //! could trying again later succeed?
 
+use std::time::SystemTime;
+
 use reqwest::StatusCode;
+
+use super::auth::CredentialKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitHubError {
@@ -44,6 +48,11 @@ pub enum GitHubError {
         #[source]
         source: reqwest::Error,
     },
+    /// The credential is paused for a rate limit longer than a request may
+    /// wait: the delivery goes back to the queue, due when the pause ends,
+    /// without spending an attempt, and the worker takes another delivery.
+    #[error("GitHub rate limit: {credential} is paused until {}", humantime::format_rfc3339_seconds(*.until))]
+    Paused { credential: CredentialKey, until: SystemTime },
     /// GitHub App authentication needs the installation a delivery names.
     #[error("this delivery names no installation (installation.id), which GitHub App authentication needs")]
     NoInstallation,
@@ -55,7 +64,7 @@ impl GitHubError {
     /// included) is final.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Transport { .. } | Self::ForwardTransport { .. } => true,
+            Self::Transport { .. } | Self::ForwardTransport { .. } | Self::Paused { .. } => true,
             Self::Status { status, rate_limited, .. } => status.is_server_error() || *rate_limited,
             // A failed token exchange is usually GitHub being unwell; a bad key fails at start.
             Self::Auth(_) => true,
