@@ -7,6 +7,7 @@ mod helpers;
 mod lifecycle;
 mod pooling;
 mod process;
+mod properties;
 mod rules;
 mod systemd;
 mod webhook;
