@@ -28,9 +28,34 @@ pub struct Routing {
 #[derive(Deserialize)]
 struct RoutingFields {
     action: Option<String>,
-    repository: Option<Named>,
-    installation: Option<Installation>,
-    sender: Option<Login>,
+    repository: Option<Object<Named>>,
+    installation: Option<Object<Installation>>,
+    sender: Option<Object<Login>>,
+}
+
+/// `T` read from a JSON object only. A derived struct also accepts an array
+/// (`"repository": ["o/r"]` would route as `o/r` while rules, reading the
+/// payload, see no repository); like any other wrong type, it is refused.
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ObjectVisitor<T> {
+            type Value = T;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+
+        deserializer.deserialize_map(ObjectVisitor(std::marker::PhantomData)).map(Object)
+    }
 }
 
 #[derive(Deserialize)]
@@ -61,9 +86,9 @@ impl Routing {
         let fields: RoutingFields = serde_json::from_slice(json).map_err(|e| BodyError::InvalidJson(e.to_string()))?;
         Ok(Self {
             action: fields.action,
-            repository: fields.repository.and_then(|r| r.full_name),
-            installation_id: fields.installation.and_then(|i| i.id),
-            sender: fields.sender.and_then(|s| s.login),
+            repository: fields.repository.and_then(|r| r.0.full_name),
+            installation_id: fields.installation.and_then(|i| i.0.id),
+            sender: fields.sender.and_then(|s| s.0.login),
         })
     }
 }
@@ -173,5 +198,10 @@ mod tests {
         assert!(matches!(Routing::parse(b"{} trailing"), Err(BodyError::InvalidJson(_))));
         assert!(matches!(Routing::parse(b"{\"a\":\"\xff\"}"), Err(BodyError::InvalidJson(_))));
         assert!(matches!(Routing::parse(b"{\"action\":5}"), Err(BodyError::InvalidJson(_))));
+        // A derived struct would read these arrays as objects (found by the
+        // routing/payload agreement property, tests/api/properties.rs).
+        for array in [&br#"{"repository":["o/r"]}"#[..], br#"{"installation":[42]}"#, br#"{"sender":["octocat"]}"#] {
+            assert!(matches!(Routing::parse(array), Err(BodyError::InvalidJson(_))), "{array:?}");
+        }
     }
 }

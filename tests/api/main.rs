@@ -9,6 +9,7 @@ mod lifecycle;
 mod outbound;
 mod pooling;
 mod process;
+mod properties;
 mod rules;
 mod store_safety;
 mod systemd;
