@@ -76,7 +76,7 @@ impl Checker<'_> {
         let sender = raw.sender.as_ref().and_then(|g| self.globs(g, "sender", "a login, e.g. \"dependabot*\""));
         let branch = raw.branch.as_ref().and_then(|g| self.globs(g, "branch", "a branch name, e.g. \"release/*\""));
         let condition = raw.condition.as_ref().map(|c| {
-            if let Err(e) = self.templates.compile_expression(c.get_ref()) {
+            if let Err(e) = check_expression(self.templates, c.get_ref()) {
                 self.error(
                     c.span().start,
                     format!(
@@ -242,4 +242,22 @@ impl Checker<'_> {
             }
         })
     }
+}
+
+/// Template delimiters, which have no place in an expression.
+const DELIMITERS: [&str; 6] = ["{{", "}}", "{%", "%}", "{#", "#}"];
+
+/// Whether `expression` compiles. An `if` is an expression, never a
+/// template: delimiters are refused first, since minijinja 2.24's lexer
+/// panics on `}}` in expression mode (found by fuzzing). Any other panic
+/// from the compiler is caught too: a rules file must get an error, never
+/// take down `check`, the start or a reload.
+fn check_expression(templates: &Environment<'static>, expression: &str) -> Result<(), String> {
+    if let Some(delimiter) = DELIMITERS.iter().find(|d| expression.contains(**d)) {
+        return Err(format!("an expression holds no template delimiters such as `{delimiter}`"));
+    }
+    let compiled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        templates.compile_expression(expression).map(|_| ()).map_err(|e| e.to_string())
+    }));
+    compiled.unwrap_or_else(|_| Err("the template engine could not parse it".to_owned()))
 }

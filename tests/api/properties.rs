@@ -370,7 +370,6 @@ fn floor_char_boundary(s: &str, mut at: usize) -> usize {
 /// from `Environment::compile_expression`, so such a rules file crashes
 /// `webhookd check`, start and reload instead of being refused.
 #[test]
-#[ignore = "panics until the rules compiler guards compile_expression (issue 11, fuzzing report)"]
 fn an_if_expression_holding_a_variable_end_is_refused_not_a_panic() {
     let source = "[[rule]]\nname = \"n\"\non = \"issues\"\nif = \"a }} b\"\n[[rule.actions]]\nclose = true\n";
     let errors = RuleSet::parse(Path::new("p.toml"), source, &Env::default()).err().expect("refused");
