@@ -78,3 +78,20 @@ impl Handler for LogHandler {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_paused_credential_defers_and_other_github_errors_keep_their_class() {
+        let until = std::time::SystemTime::now();
+        let paused = GitHubError::Paused { credential: CredentialKey::Installation(7), until };
+        assert!(matches!(
+            HandlerError::from(paused),
+            HandlerError::Deferred { credential: CredentialKey::Installation(7), until: u } if u == until
+        ));
+        assert!(matches!(HandlerError::from(GitHubError::NoInstallation), HandlerError::Permanent(_)));
+        assert!(matches!(HandlerError::from(GitHubError::Auth("x".into())), HandlerError::Retryable(_)));
+    }
+}

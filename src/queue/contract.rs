@@ -559,3 +559,49 @@ async fn memory_close_gives_waiting_retries_their_attempt_within_the_drain() {
     assert!(q.next().await.is_none());
     assert!(q.abandon(&[]).await.lost.is_empty());
 }
+
+/// Not a check: how long 4 consumers take to drain an 8,000-delivery backlog
+/// with one lane and with 50 installations taking turns. Run with
+/// `cargo test --lib measure_sqlite_backlog_drain -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "measurement, not a check"]
+async fn measure_sqlite_backlog_drain() {
+    for (label, scheme, lanes) in [
+        ("dry-run, 1 lane", CredentialScheme::DryRun, 1u64),
+        ("app, 1 installation", CredentialScheme::App, 1),
+        ("app, 50 installations", CredentialScheme::App, 50),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = SqliteOptions { credentials: scheme, ..sqlite_options(20_000) };
+        let q: Arc<dyn DeliveryQueue> =
+            Arc::new(SqliteQueue::open(&dir.path().join("q.db"), options, Arc::new(Metrics::new())).expect("opens"));
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for c in 0..16u64 {
+            let q = q.clone();
+            tasks.spawn(async move {
+                for n in 0..500u64 {
+                    let i = c * 500 + n;
+                    q.enqueue(delivery_of(&format!("d{i}"), 1 + i % lanes)).await.expect("queued");
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        let enqueued = started.elapsed();
+        let started = Instant::now();
+        for _ in 0..4 {
+            let q = q.clone();
+            tasks.spawn(async move {
+                loop {
+                    let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(1500), q.next()).await else { break };
+                    q.finish(&d, Outcome::Ok).await;
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        let drained = started.elapsed().saturating_sub(Duration::from_millis(1500));
+        assert_eq!(q.counts().await.done, 8000);
+        println!("{label}: enqueue 8000 {enqueued:?}, drain {drained:?}");
+        q.shutdown().await;
+    }
+}

@@ -18,6 +18,14 @@ use crate::github::CredentialKey;
 const MAX_DEFER_JITTER: Duration = Duration::from_secs(1);
 /// Share of the wait added as jitter at most, for short waits.
 const DEFER_JITTER_SHARE: f64 = 0.1;
+/// Longest pause the queue honours (GitHub's rate-limit window is an hour;
+/// a later time is a broken header or handler, and would strand deliveries).
+pub const MAX_PAUSE: Duration = Duration::from_secs(3600);
+
+/// `until`, but no later than `MAX_PAUSE` from `now`.
+fn bounded(until: SystemTime, now: SystemTime) -> SystemTime {
+    until.min(now + MAX_PAUSE)
+}
 
 /// How a delivery's credential follows from the configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +76,7 @@ impl Pauses {
     /// Records that `credential` may not be used before `until` (a later
     /// pause already known wins).
     pub fn pause(&self, credential: CredentialKey, until: SystemTime) {
+        let until = bounded(until, SystemTime::now());
         let mut paused = self.until.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = paused.entry(credential).or_insert(until);
         *entry = (*entry).max(until);
@@ -92,9 +101,11 @@ impl Pauses {
     }
 }
 
-/// When a delivery deferred until `until` is due again: then, plus up to a
-/// second (or a tenth of the wait, if shorter) of jitter.
+/// When a delivery deferred until `until` is due again: then (at most
+/// `MAX_PAUSE` away), plus up to a second (or a tenth of the wait, if
+/// shorter) of jitter.
 pub fn deferred_due(until: SystemTime, now: SystemTime) -> SystemTime {
+    let until = bounded(until, now);
     let wait = until.duration_since(now).unwrap_or_default();
     let jitter = wait.mul_f64(DEFER_JITTER_SHARE).min(MAX_DEFER_JITTER).mul_f64(fastrand::f64());
     until.max(now) + jitter
@@ -216,6 +227,8 @@ mod tests {
             let jitter = due.duration_since(now + wait).expect("not before the end");
             assert!(jitter <= wait.mul_f64(0.1).min(Duration::from_secs(1)), "{wait:?}: {jitter:?}");
         }
+        let far = deferred_due(now + Duration::from_secs(1_000_000), now);
+        assert!(far <= now + MAX_PAUSE + Duration::from_secs(1), "a pause past an hour is cut to an hour");
     }
 
     #[test]

@@ -193,3 +193,19 @@ impl Handler for RulesHandler {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_paused_credential_is_a_deferral_not_a_failure() {
+        let until = SystemTime::now();
+        let paused = GitHubError::Paused { credential: CredentialKey::Token, until };
+        assert!(matches!(
+            classify(paused),
+            ActionFailure::Deferred { credential: CredentialKey::Token, until: u } if u == until
+        ));
+        assert!(matches!(classify(GitHubError::InvalidPath("x".into())), ActionFailure::Permanent(_)));
+    }
+}

@@ -11,6 +11,10 @@ use crate::queue::credentials::{CredentialScheme, Lane};
 /// hand-offs and claimed batches); beyond either, new deliveries wait on disk.
 const HELD_DELIVERIES: usize = 256;
 const HELD_BYTES: usize = 32 * 1024 * 1024;
+/// Most deliveries held once claims add theirs: each lane in turn claims a
+/// batch, so with a backlog in many installations more are held than hot
+/// hand-offs may fill (still within `HELD_BYTES`).
+const HELD_CLAIMED: usize = 2048;
 
 /// Deliveries this process has claimed (stored `running`) that no worker has
 /// taken yet, and room reserved for hot hand-offs whose insert is committing.
@@ -76,6 +80,13 @@ impl Held {
 
     pub fn is_holding(&self) -> bool {
         self.count > 0
+    }
+
+    /// How many rows a claim may take: a batch while there is room, else
+    /// only the one the worker takes (many lanes each claiming a batch must
+    /// not pile up bodies in memory).
+    pub fn claim_limit(&self, batch: usize) -> usize {
+        if self.len() < HELD_CLAIMED && self.bytes < HELD_BYTES { batch } else { 1 }
     }
 
     /// Reserves room for a hot hand-off of a `body`-byte delivery.
@@ -194,10 +205,12 @@ mod tests {
         held.release(10);
         held.release(HELD_BYTES - 10);
         assert_eq!((held.len(), held.bytes), (0, 0));
+        assert_eq!(held.claim_limit(32), 32);
         for _ in 0..HELD_DELIVERIES {
             assert!(held.reserve(1));
         }
         assert!(!held.reserve(1), "over the count bound");
+        assert_eq!(held.claim_limit(32), 32, "hot hand-offs full, claims still batch");
         held.close_and_drain();
         held.release(1);
         assert!(!held.reserve(1), "closed");

@@ -57,9 +57,9 @@ const LEASE: Duration = Duration::from_secs(15 * 60);
 /// How often workers recount rows changed outside this process (`deliveries
 /// replay`), busy or not, and idle ones look for retries that fell due.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
-/// Due deliveries claimed in one round trip to the writer; the ones no worker
-/// takes at once wait in memory, already `running` on disk (a crash requeues
-/// them like any other).
+/// Due deliveries claimed in one round trip to the writer (of one
+/// installation, under App auth); the ones no worker takes at once wait in
+/// memory, already `running` on disk (a crash requeues them like any other).
 const CLAIM_BATCH: usize = 32;
 /// How long an idle worker waits for more work before parking: under load it
 /// then wakes once per batch, not once per delivery. Delays processing, never
@@ -247,7 +247,8 @@ impl SqliteQueue {
     async fn claim(&self, filter: ClaimFilter) -> Result<Option<Delivery>, StoreError> {
         let now = now_ms();
         let lease_until = now + lease_ms();
-        let op = Op::Claim { now, lease_until, limit: CLAIM_BATCH, filter };
+        let limit = self.held().claim_limit(CLAIM_BATCH);
+        let op = Op::Claim { now, lease_until, limit, filter };
         let OpResult::Claimed(rows) = self.call(op).await? else {
             return Err(StoreError::Write("unexpected answer to a claim".into()));
         };
