@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use crate::delivery::{Delivery, DeliveryId};
 use crate::github::GitHub;
-use crate::handler::Handler;
+use crate::handler::{Handler, HandlerError};
 use crate::queue::{DeliveryQueue, Outcome, Settled};
 use crate::telemetry::metrics::Metrics;
 
@@ -135,6 +135,7 @@ async fn process(ctx: &WorkerContext, delivery: &Delivery) {
     ctx.metrics.observe_processing(event, started.elapsed().as_secs_f64());
     let outcome = span.in_scope(|| match result {
         Ok(Ok(())) => Outcome::Ok,
+        Ok(Err(HandlerError::Deferred { credential, until })) => Outcome::Deferred { credential, until },
         Ok(Err(e)) if e.is_retryable() => Outcome::Retry(format!("{e}")),
         Ok(Err(e)) => Outcome::Failed(format!("{e}")),
         Err(panic) => {
@@ -144,6 +145,9 @@ async fn process(ctx: &WorkerContext, delivery: &Delivery) {
     });
     let error = match &outcome {
         Outcome::Ok => None,
+        Outcome::Deferred { credential, until } => {
+            Some(format!("{credential} paused until {}", humantime::format_rfc3339_seconds(*until)))
+        }
         Outcome::Retry(e) | Outcome::Failed(e) => Some(e.clone()),
     };
     let settled = ctx.queue.finish(delivery, outcome).await;
@@ -159,6 +163,12 @@ async fn process(ctx: &WorkerContext, delivery: &Delivery) {
                     "attempt failed; will retry"
                 )
             }
+            (Settled::Deferred(wait), error) => tracing::info!(
+                reason = error,
+                attempt = delivery.attempt,
+                due_in_ms = wait.as_millis() as u64,
+                "GitHub credential paused: delivery deferred, attempt not spent"
+            ),
             (Settled::Dead, error) => {
                 tracing::error!(error, attempt = delivery.attempt, "attempts spent; delivery is dead")
             }
@@ -169,11 +179,15 @@ async fn process(ctx: &WorkerContext, delivery: &Delivery) {
     });
     ctx.metrics.deliveries_processed.with_label_values(&[event, settled.label()]).inc();
     let total = match settled {
-        Settled::Done => &ctx.metrics.totals.ok,
-        Settled::Retrying(_) => &ctx.metrics.totals.retried,
-        Settled::Dead | Settled::Failed => &ctx.metrics.totals.failed,
+        Settled::Done => Some(&ctx.metrics.totals.ok),
+        Settled::Retrying(_) => Some(&ctx.metrics.totals.retried),
+        Settled::Dead | Settled::Failed => Some(&ctx.metrics.totals.failed),
+        // Not an attempt: the delivery comes back as it was.
+        Settled::Deferred(_) => None,
     };
-    total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let Some(total) = total {
+        total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {

@@ -27,6 +27,30 @@ fn delivery(id: &str) -> Delivery {
     Delivery::from_verified(headers, ContentKind::Json, body).expect("valid")
 }
 
+/// A delivery of GitHub App installation `installation`.
+fn delivery_of(id: &str, installation: u64) -> Delivery {
+    let headers = GitHubHeaders {
+        event: EventName::parse("issues").expect("event"),
+        delivery_id: DeliveryId::parse(id).expect("id"),
+        hook_id: None,
+        target_type: None,
+        target_id: None,
+    };
+    let body =
+        format!(r#"{{"action":"opened","installation":{{"id":{installation}}},"repository":{{"full_name":"o/r"}}}}"#);
+    Delivery::from_verified(headers, ContentKind::Json, Bytes::from(body)).expect("valid")
+}
+
+fn installation(id: u64) -> CredentialKey {
+    CredentialKey::Installation(id)
+}
+
+/// Deferred until `wait` from now.
+fn deferred(id: u64, wait: Duration) -> (Outcome, std::time::SystemTime) {
+    let until = std::time::SystemTime::now() + wait;
+    (Outcome::Deferred { credential: installation(id), until }, until)
+}
+
 async fn next(queue: &dyn DeliveryQueue) -> Delivery {
     tokio::time::timeout(WAIT, queue.next()).await.expect("a delivery in time").expect("queue open")
 }
@@ -38,11 +62,17 @@ struct Backend {
 }
 
 fn memory(capacity: usize) -> Backend {
-    Backend { queue: Arc::new(MemoryQueue::new(capacity, Duration::from_secs(3600), RETRY)), _dir: None }
+    let queue = MemoryQueue::new(capacity, Duration::from_secs(3600), RETRY).with_credentials(CredentialScheme::App);
+    Backend { queue: Arc::new(queue), _dir: None }
 }
 
 fn sqlite_options(capacity: usize) -> SqliteOptions {
-    SqliteOptions { capacity, retry: RETRY, body_segment_bytes: crate::queue::sqlite::DEFAULT_SEGMENT_BYTES }
+    SqliteOptions {
+        capacity,
+        retry: RETRY,
+        body_segment_bytes: crate::queue::sqlite::DEFAULT_SEGMENT_BYTES,
+        credentials: CredentialScheme::App,
+    }
 }
 
 fn sqlite(capacity: usize) -> Backend {
@@ -146,6 +176,81 @@ macro_rules! store_contract_tests {
                 assert!(started.elapsed() < Duration::from_millis(900), "{:?}", started.elapsed());
                 b.queue.shutdown().await;
             }
+
+            #[tokio::test]
+            async fn a_deferral_gives_the_attempt_back_and_waits_for_the_pause_to_end() {
+                let b = $backend(10);
+                let q = b.queue.as_ref();
+                q.enqueue(delivery_of("d", 1)).await.expect("queued");
+                let d = next(q).await;
+                assert_eq!((d.attempt, d.first_run), (1, true));
+                let (outcome, until) = deferred(1, Duration::from_millis(400));
+                assert!(matches!(q.finish(&d, outcome).await, Settled::Deferred(_)));
+                assert_eq!(q.depth(), 1);
+                let again = next(q).await;
+                assert!(std::time::SystemTime::now() >= until, "handed out before the pause ended");
+                assert_eq!(again.id().as_str(), "d");
+                assert_eq!(again.attempt, 1, "the deferral spent no attempt");
+                assert!(!again.first_run, "it may have done part of its work: not a first run");
+                // Deferrals never make a delivery dead, however many.
+                let mut last = again;
+                for _ in 0..RETRY.max_attempts + 1 {
+                    let (outcome, _) = deferred(1, Duration::from_millis(1));
+                    assert!(matches!(q.finish(&last, outcome).await, Settled::Deferred(_)));
+                    last = next(q).await;
+                    assert_eq!(last.attempt, 1);
+                }
+                assert_eq!(q.finish(&last, Outcome::Ok).await, Settled::Done);
+                q.shutdown().await;
+            }
+
+            #[tokio::test]
+            async fn a_paused_credential_is_skipped_until_the_pause_ends_and_others_go_on() {
+                let b = $backend(10);
+                let q = b.queue.as_ref();
+                for (id, inst) in [("a1", 1), ("a2", 1), ("b1", 2)] {
+                    q.enqueue(delivery_of(id, inst)).await.expect("queued");
+                }
+                let a1 = next(q).await;
+                assert_eq!(a1.id().as_str(), "a1");
+                let (outcome, until) = deferred(1, Duration::from_millis(600));
+                q.finish(&a1, outcome).await;
+                let b1 = next(q).await;
+                assert_eq!(b1.id().as_str(), "b1", "installation 2 goes on while 1 is paused");
+                assert!(std::time::SystemTime::now() < until, "b1 did not wait for installation 1's pause");
+                q.finish(&b1, Outcome::Ok).await;
+                let mut rest = Vec::new();
+                for _ in 0..2 {
+                    let d = next(q).await;
+                    assert!(std::time::SystemTime::now() >= until, "{} handed out during the pause", d.id());
+                    rest.push(d.id().to_string());
+                    q.finish(&d, Outcome::Ok).await;
+                }
+                rest.sort();
+                assert_eq!(rest, ["a1", "a2"]);
+                q.shutdown().await;
+            }
+
+            #[tokio::test]
+            async fn under_a_backlog_credentials_take_turns() {
+                let b = $backend(400);
+                let q = b.queue.as_ref();
+                // A burst for installation 1, larger than what a store holds
+                // in memory, then one delivery each for 2 and 3.
+                for n in 0..300 {
+                    q.enqueue(delivery_of(&format!("a{n}"), 1)).await.expect("queued");
+                }
+                q.enqueue(delivery_of("b", 2)).await.expect("queued");
+                q.enqueue(delivery_of("c", 3)).await.expect("queued");
+                let mut order = Vec::new();
+                for _ in 0..6 {
+                    let d = next(q).await;
+                    order.push(d.id().to_string());
+                    q.finish(&d, Outcome::Ok).await;
+                }
+                assert_eq!(order, ["a0", "b", "c", "a1", "a2", "a3"], "one turn each, oldest first");
+                q.shutdown().await;
+            }
         }
     };
 }
@@ -188,10 +293,35 @@ async fn sqlite_keeps_deliveries_across_reopen_and_requeues_what_was_running() {
 }
 
 #[tokio::test]
+async fn sqlite_a_deferral_survives_a_restart_with_its_due_time_on_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("q.db");
+    let q = SqliteQueue::open(&path, sqlite_options(10), Arc::new(Metrics::new())).expect("opens");
+    q.enqueue(delivery_of("d", 1)).await.expect("queued");
+    let d = next(&q).await;
+    let (outcome, until) = deferred(1, Duration::from_millis(800));
+    q.finish(&d, outcome).await;
+    q.shutdown().await;
+    drop(q);
+
+    // The pause itself is not kept, but the deferred row's due time is.
+    let q = SqliteQueue::open(&path, sqlite_options(10), Arc::new(Metrics::new())).expect("reopens");
+    assert_eq!(q.depth(), 1);
+    let again = next(&q).await;
+    assert!(std::time::SystemTime::now() >= until, "handed out before the pause ended");
+    assert_eq!((again.id().as_str(), again.attempt, again.first_run), ("d", 1, false));
+    q.finish(&again, Outcome::Ok).await;
+    q.shutdown().await;
+    let conn = crate::queue::sqlite::admin::open(&path).expect("admin open");
+    let shown = crate::queue::sqlite::admin::list(&conn, Some("done"), None, 10).expect("list");
+    assert_eq!(shown[0].attempts, 1, "one attempt on disk, the deferral not counted");
+}
+
+#[tokio::test]
 async fn sqlite_prune_deletes_body_log_segments_no_delivery_needs() {
     let dir = tempfile::tempdir().expect("tempdir");
     // One-byte segments: every commit that stores a body starts a new one.
-    let options = SqliteOptions { capacity: 10, retry: RETRY, body_segment_bytes: 1 };
+    let options = SqliteOptions { body_segment_bytes: 1, ..sqlite_options(10) };
     let q = SqliteQueue::open(&dir.path().join("q.db"), options, Arc::new(Metrics::new())).expect("opens");
     for id in ["a", "b"] {
         q.enqueue(delivery(id)).await.expect("queued");
@@ -428,4 +558,50 @@ async fn memory_close_gives_waiting_retries_their_attempt_within_the_drain() {
     q.finish(&again, Outcome::Ok).await;
     assert!(q.next().await.is_none());
     assert!(q.abandon(&[]).await.lost.is_empty());
+}
+
+/// Not a check: how long 4 consumers take to drain an 8,000-delivery backlog
+/// with one lane and with 50 installations taking turns. Run with
+/// `cargo test --lib measure_sqlite_backlog_drain -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "measurement, not a check"]
+async fn measure_sqlite_backlog_drain() {
+    for (label, scheme, lanes) in [
+        ("dry-run, 1 lane", CredentialScheme::DryRun, 1u64),
+        ("app, 1 installation", CredentialScheme::App, 1),
+        ("app, 50 installations", CredentialScheme::App, 50),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = SqliteOptions { credentials: scheme, ..sqlite_options(20_000) };
+        let q: Arc<dyn DeliveryQueue> =
+            Arc::new(SqliteQueue::open(&dir.path().join("q.db"), options, Arc::new(Metrics::new())).expect("opens"));
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for c in 0..16u64 {
+            let q = q.clone();
+            tasks.spawn(async move {
+                for n in 0..500u64 {
+                    let i = c * 500 + n;
+                    q.enqueue(delivery_of(&format!("d{i}"), 1 + i % lanes)).await.expect("queued");
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        let enqueued = started.elapsed();
+        let started = Instant::now();
+        for _ in 0..4 {
+            let q = q.clone();
+            tasks.spawn(async move {
+                loop {
+                    let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(1500), q.next()).await else { break };
+                    q.finish(&d, Outcome::Ok).await;
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        let drained = started.elapsed().saturating_sub(Duration::from_millis(1500));
+        assert_eq!(q.counts().await.done, 8000);
+        println!("{label}: enqueue 8000 {enqueued:?}, drain {drained:?}");
+        q.shutdown().await;
+    }
 }

@@ -1,15 +1,16 @@
 //! A bounded in-memory queue: fast, and lost with the process (for tests,
 //! benchmarks and `WEBHOOKD_STORE=memory`). It keeps the same rules as the
 //! durable store: deduplication within a window, retries with backoff, dead
-//! after the attempts are spent (logged, not kept).
+//! after the attempts are spent (logged, not kept), deferral while a
+//! credential is paused, and turns between credentials.
 
-use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
+use super::credentials::{CredentialScheme, Lanes, Pauses, deferred_due};
 use super::{Abandoned, DedupWindow, DeliveryQueue, EnqueueError, Enqueued, Outcome, Settled, StateCounts};
 use crate::delivery::{Delivery, DeliveryId};
 use crate::retry::RetryPolicy;
@@ -20,12 +21,15 @@ pub const MAX_REMEMBERED_IDS: usize = 100_000;
 pub struct MemoryQueue {
     capacity: usize,
     retry: RetryPolicy,
+    credentials: CredentialScheme,
+    pauses: Pauses,
     state: Mutex<State>,
     notify: Notify,
 }
 
 struct State {
-    ready: VecDeque<Delivery>,
+    /// Due deliveries, per credential, handed out in turns.
+    ready: Lanes<Delivery>,
     /// Failed deliveries waiting for their next attempt, with its time.
     delayed: Vec<(Instant, Delivery)>,
     seen: DedupWindow,
@@ -41,13 +45,13 @@ impl State {
     }
 
     /// Moves retries that fell due to the ready queue; returns the next due time.
-    fn promote_due(&mut self, now: Instant) -> Option<Instant> {
+    fn promote_due(&mut self, now: Instant, credentials: CredentialScheme) -> Option<Instant> {
         let mut next = None;
         let mut i = 0;
         while i < self.delayed.len() {
             if self.delayed[i].0 <= now {
                 let (_, delivery) = self.delayed.swap_remove(i);
-                self.ready.push_back(delivery);
+                self.ready.push(credentials.lane_of(&delivery), delivery);
             } else {
                 next = Some(next.map_or(self.delayed[i].0, |n: Instant| n.min(self.delayed[i].0)));
                 i += 1;
@@ -60,7 +64,7 @@ impl State {
 impl MemoryQueue {
     pub fn new(capacity: usize, retention: Duration, retry: RetryPolicy) -> Self {
         let state = State {
-            ready: VecDeque::new(),
+            ready: Lanes::default(),
             delayed: Vec::new(),
             seen: DedupWindow::new(retention, MAX_REMEMBERED_IDS),
             running: 0,
@@ -68,7 +72,21 @@ impl MemoryQueue {
             dead: 0,
             closed: false,
         };
-        Self { capacity: capacity.max(1), retry, state: Mutex::new(state), notify: Notify::new() }
+        Self {
+            capacity: capacity.max(1),
+            retry,
+            credentials: CredentialScheme::DryRun,
+            pauses: Pauses::default(),
+            state: Mutex::new(state),
+            notify: Notify::new(),
+        }
+    }
+
+    /// Schedules by the credential each delivery will run under (the
+    /// default, dry run, has none: one lane, first come first served).
+    pub fn with_credentials(mut self, credentials: CredentialScheme) -> Self {
+        self.credentials = credentials;
+        self
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -91,7 +109,7 @@ impl DeliveryQueue for MemoryQueue {
             return Err(EnqueueError::Full);
         }
         state.seen.insert(delivery.id().clone(), Instant::now());
-        state.ready.push_back(delivery);
+        state.ready.push(self.credentials.lane_of(&delivery), delivery);
         drop(state);
         self.notify.notify_one();
         Ok(Enqueued::Queued)
@@ -105,15 +123,23 @@ impl DeliveryQueue for MemoryQueue {
             notified.as_mut().enable();
             let next_due = {
                 let mut state = self.state();
-                let next_due = state.promote_due(Instant::now());
-                if let Some(mut delivery) = state.ready.pop_front() {
+                let mut next_due = state.promote_due(Instant::now(), self.credentials);
+                let now = SystemTime::now();
+                if let Some(mut delivery) = state.ready.pop(|lane| self.pauses.is_paused(lane, now)) {
                     state.running += 1;
                     delivery.attempt += 1;
-                    delivery.first_run = delivery.attempt == 1;
+                    // A deferred delivery gave its attempt back but may have run.
+                    delivery.first_run = delivery.first_run && delivery.attempt == 1;
                     return Some(delivery);
                 }
-                if state.closed {
+                // Deliveries of a paused credential still wait during a drain,
+                // for as long as it lasts.
+                if state.closed && state.ready.is_empty() {
                     return None;
+                }
+                if let Some(end) = self.pauses.next_end(now) {
+                    let end = Instant::now() + end.duration_since(now).unwrap_or_default();
+                    next_due = Some(next_due.map_or(end, |due| due.min(end)));
                 }
                 next_due
             };
@@ -140,6 +166,21 @@ impl DeliveryQueue for MemoryQueue {
         state.running = state.running.saturating_sub(1);
         let settled = match outcome {
             Outcome::Ok => Settled::Done,
+            Outcome::Deferred { credential, until } => {
+                self.pauses.pause(credential, until);
+                let now = SystemTime::now();
+                let wait = deferred_due(until, now).duration_since(now).unwrap_or_default();
+                let mut deferred = delivery.clone();
+                deferred.attempt = deferred.attempt.saturating_sub(1);
+                deferred.first_run = false;
+                if state.closed {
+                    // Retries were moved to the ready queue at close; the pause still holds it back.
+                    state.ready.push(self.credentials.lane_of(&deferred), deferred);
+                } else {
+                    state.delayed.push((Instant::now() + wait, deferred));
+                }
+                Settled::Deferred(wait)
+            }
             Outcome::Failed(_) => Settled::Failed,
             Outcome::Retry(_) => match self.retry.backoff(delivery.attempt) {
                 Some(wait) => {
@@ -152,7 +193,7 @@ impl DeliveryQueue for MemoryQueue {
         match settled {
             Settled::Done => state.done += 1,
             Settled::Dead | Settled::Failed => state.dead += 1,
-            Settled::Retrying(_) => {}
+            Settled::Retrying(_) | Settled::Deferred(_) => {}
         }
         drop(state);
         // A worker may be sleeping until a later retry: let it recompute.
@@ -175,7 +216,9 @@ impl DeliveryQueue for MemoryQueue {
         // Retries scheduled for later cannot wait for a process that is
         // exiting: they get their next attempt now, within the drain.
         let delayed: Vec<Delivery> = state.delayed.drain(..).map(|(_, d)| d).collect();
-        state.ready.extend(delayed);
+        for delivery in delayed {
+            state.ready.push(self.credentials.lane_of(&delivery), delivery);
+        }
         drop(state);
         self.notify.notify_waiters();
     }
@@ -183,7 +226,7 @@ impl DeliveryQueue for MemoryQueue {
     async fn abandon(&self, interrupted: &[DeliveryId]) -> Abandoned {
         let mut state = self.state();
         let mut lost: Vec<DeliveryId> = interrupted.to_vec();
-        lost.extend(state.ready.drain(..).map(|d| d.id().clone()));
+        lost.extend(state.ready.drain().map(|d| d.id().clone()));
         lost.extend(state.delayed.drain(..).map(|(_, d)| d.id().clone()));
         lost.sort();
         Abandoned { lost, kept: 0 }

@@ -12,22 +12,29 @@
 //! - `finish` applies the retry policy: a retryable failure is scheduled again
 //!   with backoff until the attempts are spent, then it is dead; a permanent
 //!   failure is dead at once.
+//! - A delivery whose credential is paused for a rate limit is deferred: put
+//!   back due when the pause ends (plus jitter), its attempt given back, and
+//!   no delivery of that credential is handed out before then. Under a
+//!   backlog, credentials take turns (round-robin), oldest first within one.
 
 #[cfg(test)]
 mod contract;
+pub mod credentials;
 mod dedup;
 mod memory;
 pub mod sqlite;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
 use crate::config::{Settings, StoreKind};
 use crate::delivery::{Delivery, DeliveryId};
+use crate::github::CredentialKey;
 use crate::retry::RetryPolicy;
 use crate::telemetry::metrics::Metrics;
+pub use credentials::{CredentialScheme, Pauses};
 pub use dedup::DedupWindow;
 pub use memory::MemoryQueue;
 pub use sqlite::{SqliteOptions, SqliteQueue, StoreError};
@@ -57,6 +64,12 @@ pub enum Outcome {
     Retry(String),
     /// Failed for good.
     Failed(String),
+    /// Not run: the credential it needs is paused until `until`. Spends no
+    /// attempt; the delivery is due again when the pause ends.
+    Deferred {
+        credential: CredentialKey,
+        until: SystemTime,
+    },
 }
 
 /// What the queue did with a finished attempt.
@@ -69,6 +82,8 @@ pub enum Settled {
     Dead,
     /// Permanent failure: dead without retrying.
     Failed,
+    /// Its credential is paused: due again after this wait, attempt given back.
+    Deferred(Duration),
 }
 
 impl Settled {
@@ -79,6 +94,7 @@ impl Settled {
             Self::Retrying(_) => "retry",
             Self::Dead => "dead",
             Self::Failed => "failed",
+            Self::Deferred(_) => "deferred",
         }
     }
 }
@@ -157,14 +173,18 @@ pub trait DeliveryQueue: Send + Sync + 'static {
 /// Opens the backend the settings name.
 pub fn open(settings: &Settings, metrics: Arc<Metrics>) -> Result<Arc<dyn DeliveryQueue>, StoreError> {
     let retry = RetryPolicy { max_attempts: settings.max_attempts, base: settings.retry_backoff };
+    let credentials = CredentialScheme::from_credential(settings.github.credential.as_ref());
     Ok(match &settings.store {
-        StoreKind::Memory => Arc::new(MemoryQueue::new(settings.queue_capacity, settings.retention, retry)),
+        StoreKind::Memory => {
+            Arc::new(MemoryQueue::new(settings.queue_capacity, settings.retention, retry).with_credentials(credentials))
+        }
         StoreKind::Sqlite(path) => Arc::new(SqliteQueue::open(
             path,
             SqliteOptions {
                 capacity: settings.queue_capacity,
                 retry,
                 body_segment_bytes: sqlite::DEFAULT_SEGMENT_BYTES,
+                credentials,
             },
             metrics,
         )?),

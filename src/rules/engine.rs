@@ -7,9 +7,15 @@
 //! so everything webhookd creates carries a mark (a hidden comment line, a
 //! check run's `external_id`), and a retried delivery looks for the mark
 //! before creating it again. Other actions set a state and are safe to repeat.
+//!
+//! A paused credential (a rate limit longer than a request may wait) stops
+//! the delivery at once: the actions left are not tried, and the whole
+//! delivery is deferred, to run again from the first action when the pause
+//! ends; the marks keep the actions already done from being done twice.
 
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -19,7 +25,7 @@ use super::plan::{self, Call, Once};
 use super::{RuleSet, RulesError};
 use crate::config::Env;
 use crate::delivery::Delivery;
-use crate::github::{GitHubApi, GitHubError, Request};
+use crate::github::{CredentialKey, GitHubApi, GitHubError, Request};
 use crate::handler::{Handler, HandlerError};
 use crate::telemetry::metrics::Metrics;
 
@@ -33,6 +39,11 @@ pub struct RulesHandler {
 enum ActionFailure {
     Retryable(String),
     Permanent(String),
+    /// The credential is paused: the delivery is deferred as a whole.
+    Deferred {
+        credential: CredentialKey,
+        until: SystemTime,
+    },
 }
 
 impl RulesHandler {
@@ -90,7 +101,11 @@ impl RulesHandler {
 }
 
 fn classify(e: GitHubError) -> ActionFailure {
-    if e.is_retryable() { ActionFailure::Retryable(e.to_string()) } else { ActionFailure::Permanent(e.to_string()) }
+    match e {
+        GitHubError::Paused { credential, until } => ActionFailure::Deferred { credential, until },
+        e if e.is_retryable() => ActionFailure::Retryable(e.to_string()),
+        e => ActionFailure::Permanent(e.to_string()),
+    }
 }
 
 /// Whether an earlier attempt already wrote what `once` marks.
@@ -137,6 +152,16 @@ impl Handler for RulesHandler {
                 };
                 let outcome = match result {
                     Ok(()) => "ok",
+                    Err(ActionFailure::Deferred { credential, until }) => {
+                        tracing::info!(
+                            rule = rule.name,
+                            action = action.kind(),
+                            %credential,
+                            "GitHub credential paused for a rate limit; the delivery is deferred"
+                        );
+                        self.metrics.rule_actions.with_label_values(&[&rule.name, "deferred"]).inc();
+                        return Err(HandlerError::Deferred { credential, until });
+                    }
                     Err(ActionFailure::Retryable(e)) => {
                         tracing::warn!(
                             rule = rule.name,
@@ -166,5 +191,21 @@ impl Handler for RulesHandler {
             return Err(HandlerError::Permanent(anyhow::anyhow!(permanent.join("; "))));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_paused_credential_is_a_deferral_not_a_failure() {
+        let until = SystemTime::now();
+        let paused = GitHubError::Paused { credential: CredentialKey::Token, until };
+        assert!(matches!(
+            classify(paused),
+            ActionFailure::Deferred { credential: CredentialKey::Token, until: u } if u == until
+        ));
+        assert!(matches!(classify(GitHubError::InvalidPath("x".into())), ActionFailure::Permanent(_)));
     }
 }

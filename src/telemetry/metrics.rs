@@ -31,7 +31,8 @@ pub struct Metrics {
     pub totals: Totals,
     /// Every verified delivery, duplicates included.
     pub deliveries_received: IntCounterVec,
-    /// Processing outcomes: `ok`, `retry`, `failed`, `dead`.
+    /// Processing outcomes: `ok`, `retry`, `failed`, `dead`, `deferred` (the
+    /// credential was paused: back to the queue, no attempt spent).
     pub deliveries_processed: IntCounterVec,
     /// Verified deliveries answered `duplicate`.
     pub deliveries_duplicate: IntCounterVec,
@@ -60,7 +61,7 @@ pub struct Metrics {
     pub github_rate_limit_remaining: IntGaugeVec,
     /// Deliveries a rule matched, by rule.
     pub rule_matches: IntCounterVec,
-    /// Rule actions run, by rule and outcome (ok, failed).
+    /// Rule actions run, by rule and outcome (ok, failed, deferred).
     pub rule_actions: IntCounterVec,
     /// Deliveries per store state (queued, running, done, dead), refreshed at scrape.
     pub deliveries_by_state: IntGaugeVec,
@@ -87,7 +88,7 @@ impl Metrics {
         );
         let deliveries_processed = counter_vec(
             "webhookd_deliveries_processed_total",
-            "Deliveries processed, by outcome (ok, retry, failed, dead).",
+            "Deliveries processed, by outcome (ok, retry, failed, dead, deferred).",
             &["event", "outcome"],
         );
         let deliveries_duplicate =
@@ -110,7 +111,7 @@ impl Metrics {
         let rule_matches = counter_vec("webhookd_rule_matches_total", "Deliveries a rule matched.", &["rule"]);
         let rule_actions = counter_vec(
             "webhookd_rule_actions_total",
-            "Rule actions run, by outcome (ok, failed).",
+            "Rule actions run, by outcome (ok, failed, deferred).",
             &["rule", "outcome"],
         );
         let github_retries = counter_vec(

@@ -2,6 +2,7 @@
 //! random port, against a mock GitHub API on loopback where GitHub is needed.
 
 mod durability;
+mod fairness;
 mod github;
 mod helpers;
 mod hostile;

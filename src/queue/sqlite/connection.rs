@@ -67,7 +67,8 @@ pub(crate) fn open_connection(path: &Path, create: bool) -> Result<Connection, S
 /// Brings the database to the current schema in one transaction (the
 /// daemon and an operator's command may open it at once): adds the body log
 /// columns to a database from before them (schema version 1, bodies inside),
-/// judged by the columns themselves, then applies `schema`.
+/// judged by the columns themselves, and the installation column of version
+/// 3 likewise, then applies `schema`.
 pub(crate) fn apply_schema(conn: &Connection, schema: &str) -> Result<(), String> {
     let sql = |e: rusqlite::Error| describe(&e);
     conn.execute_batch("BEGIN IMMEDIATE").map_err(sql)?;
@@ -90,6 +91,12 @@ pub(crate) fn apply_schema(conn: &Connection, schema: &str) -> Result<(), String
             )
             .map_err(|e| format!("migrating the database to schema version {SCHEMA_VERSION} failed: {}", sql(e)))?;
         }
+        // Version 3: each row's installation, for turns between credentials.
+        // Older rows keep NULL (unknown): they share one turn.
+        if !columns.is_empty() && !columns.iter().any(|c| c == "installation_id") {
+            conn.execute_batch("ALTER TABLE deliveries ADD COLUMN installation_id INTEGER;")
+                .map_err(|e| format!("migrating the database to schema version {SCHEMA_VERSION} failed: {}", sql(e)))?;
+        }
         conn.execute_batch(schema).map_err(sql)
     })();
     match applied {
@@ -105,7 +112,7 @@ pub(crate) fn apply_schema(conn: &Connection, schema: &str) -> Result<(), String
 }
 
 /// The schema version `schema.sql` sets.
-pub(super) const SCHEMA_VERSION: i64 = 2;
+pub(super) const SCHEMA_VERSION: i64 = 3;
 
 /// A readable reason for an SQLite error.
 pub(crate) fn describe(e: &rusqlite::Error) -> String {

@@ -22,7 +22,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use nix::fcntl::{Flock, FlockArg};
@@ -30,6 +30,7 @@ use rusqlite::Connection;
 use std::sync::mpsc;
 use tokio::sync::oneshot;
 
+use super::credentials::{CredentialScheme, Lane, Pauses, deferred_due};
 use super::{Abandoned, DeliveryQueue, EnqueueError, Enqueued, Outcome, Settled, StateCounts};
 use crate::delivery::{Delivery, DeliveryId};
 use crate::retry::RetryPolicy;
@@ -37,11 +38,11 @@ use crate::telemetry::metrics::Metrics;
 use connection::lock_path;
 pub(crate) use connection::{apply_schema, describe, open_connection};
 use rows::restore;
-pub(crate) use rows::{now_ms, prune_finished, remove_unreferenced_bodies};
+pub(crate) use rows::{now_ms, prune_finished, remove_unreferenced_bodies, unix_ms};
 
-use held::Held;
+use held::{Held, Turn};
 use shared::Shared;
-use writer::{Command, NewRow, Op, OpResult, Settle};
+use writer::{ClaimFilter, Command, NewRow, Op, OpResult, Settle};
 
 fn lease_ms() -> i64 {
     i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX)
@@ -56,9 +57,9 @@ const LEASE: Duration = Duration::from_secs(15 * 60);
 /// How often workers recount rows changed outside this process (`deliveries
 /// replay`), busy or not, and idle ones look for retries that fell due.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
-/// Due deliveries claimed in one round trip to the writer; the ones no worker
-/// takes at once wait in memory, already `running` on disk (a crash requeues
-/// them like any other).
+/// Due deliveries claimed in one round trip to the writer (of one
+/// installation, under App auth); the ones no worker takes at once wait in
+/// memory, already `running` on disk (a crash requeues them like any other).
 const CLAIM_BATCH: usize = 32;
 /// How long an idle worker waits for more work before parking: under load it
 /// then wakes once per batch, not once per delivery. Delays processing, never
@@ -92,6 +93,8 @@ pub struct SqliteOptions {
     pub retry: RetryPolicy,
     /// Size past which the body log starts a new segment file.
     pub body_segment_bytes: u64,
+    /// Which credential each delivery runs under, for pauses and turns.
+    pub credentials: CredentialScheme,
 }
 
 pub struct SqliteQueue {
@@ -103,6 +106,9 @@ pub struct SqliteQueue {
     reader: Arc<Mutex<Connection>>,
     shared: Arc<Shared>,
     options: SqliteOptions,
+    /// Credentials paused for a rate limit (in memory: the deferred rows'
+    /// due times are on disk).
+    pauses: Pauses,
     closed: AtomicBool,
     /// When waiting rows were last recounted from disk, in ms since `started`
     /// (a monotonic clock: a wall clock stepped back would delay recounts).
@@ -171,7 +177,7 @@ impl SqliteQueue {
             .map_err(|e| open_error(describe(&e)))?;
         let reader = open_connection(path, false).map_err(open_error)?;
 
-        let shared = Arc::new(Shared::new(usize::try_from(queued).unwrap_or(0), metrics));
+        let shared = Arc::new(Shared::new(usize::try_from(queued).unwrap_or(0), metrics, options.credentials));
         let (commands, rx) = mpsc::channel();
         let writer_shared = shared.clone();
         let writer = std::thread::Builder::new()
@@ -189,6 +195,7 @@ impl SqliteQueue {
             reader: Arc::new(Mutex::new(reader)),
             shared,
             options,
+            pauses: Pauses::default(),
             closed: AtomicBool::new(false),
             last_resync: AtomicU64::new(0),
             started: Instant::now(),
@@ -235,12 +242,14 @@ impl SqliteQueue {
         self.shared.queued.load(Ordering::SeqCst)
     }
 
-    /// Claims a batch of due deliveries; returns one and keeps the rest for
-    /// the next workers.
-    async fn claim(&self) -> Result<Option<Delivery>, StoreError> {
+    /// Claims a batch of due deliveries that `filter` lets through; returns
+    /// one and keeps the rest for the next workers.
+    async fn claim(&self, filter: ClaimFilter) -> Result<Option<Delivery>, StoreError> {
         let now = now_ms();
         let lease_until = now + lease_ms();
-        let OpResult::Claimed(rows) = self.call(Op::Claim { now, lease_until, limit: CLAIM_BATCH }).await? else {
+        let limit = self.held().claim_limit(CLAIM_BATCH);
+        let op = Op::Claim { now, lease_until, limit, filter };
+        let OpResult::Claimed(rows) = self.call(op).await? else {
             return Err(StoreError::Write("unexpected answer to a claim".into()));
         };
         let mut deliveries = Vec::with_capacity(rows.len());
@@ -253,11 +262,14 @@ impl SqliteQueue {
                 }
             }
         }
+        let mut held = self.held();
+        for delivery in &deliveries {
+            held.claimed_from_disk(&self.options.credentials.lane_of(delivery));
+        }
         let mut deliveries = deliveries.into_iter();
         let first = deliveries.next();
-        let mut held = self.held();
         deliveries.for_each(|d| held.push(d));
-        if !held.deliveries.is_empty() {
+        if held.is_holding() {
             // Idle workers take the rest at once instead of at the next poll.
             self.shared.wake_workers();
         }
@@ -265,26 +277,77 @@ impl SqliteQueue {
         Ok(first)
     }
 
-    /// Milliseconds until the earliest scheduled retry, at most `POLL_INTERVAL`.
+    /// Milliseconds until the earliest scheduled retry or end of a pause,
+    /// at most `POLL_INTERVAL`.
     fn idle_wait(&self) -> Duration {
-        let until = self.shared.next_retry_at.load(Ordering::SeqCst).saturating_sub(now_ms());
+        let now = SystemTime::now();
+        let pause_end = self.pauses.next_end(now).map_or(i64::MAX, unix_ms);
+        let until = self.shared.next_retry_at.load(Ordering::SeqCst).min(pause_end).saturating_sub(unix_ms(now));
         Duration::from_millis(u64::try_from(until).unwrap_or(0)).min(POLL_INTERVAL)
     }
 
-    /// Recounts waiting rows: the CLI may have changed them from outside.
+    /// What a claim for `lane` asks the database for.
+    fn lane_filter(&self, lane: &Lane) -> ClaimFilter {
+        match (self.options.credentials, lane) {
+            (CredentialScheme::App, Some(crate::github::CredentialKey::Installation(id))) => {
+                ClaimFilter::Installation(i64::try_from(*id).ok())
+            }
+            (CredentialScheme::App, _) => ClaimFilter::Installation(None),
+            // One lane holds every row.
+            _ => ClaimFilter::AnyBut(Vec::new()),
+        }
+    }
+
+    /// A claim of any lane that is not paused; `None` when every row's
+    /// credential is paused (token authentication).
+    fn unpaused_filter(&self, now: SystemTime) -> Option<ClaimFilter> {
+        let paused = self.pauses.paused_now(now);
+        match self.options.credentials {
+            CredentialScheme::Token if !paused.is_empty() => None,
+            CredentialScheme::App => Some(ClaimFilter::AnyBut(
+                paused
+                    .iter()
+                    .filter_map(|key| match key {
+                        crate::github::CredentialKey::Installation(id) => i64::try_from(*id).ok(),
+                        crate::github::CredentialKey::Token => None,
+                    })
+                    .collect(),
+            )),
+            _ => Some(ClaimFilter::AnyBut(Vec::new())),
+        }
+    }
+
+    /// Recounts waiting rows, and those due per installation: the CLI may
+    /// have changed them from outside, and retries fall due.
     async fn resync(&self) {
         let reader = self.reader.clone();
+        let now = now_ms();
         let counted = tokio::task::spawn_blocking(move || {
             let conn = reader.lock().unwrap_or_else(PoisonError::into_inner);
-            conn.query_row("SELECT count(*), min(next_attempt_at) FROM deliveries WHERE state = 'queued'", [], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?))
-            })
+            conn.prepare_cached(
+                "SELECT installation_id, count(*), sum(next_attempt_at <= ?1), min(next_attempt_at)
+                 FROM deliveries WHERE state = 'queued' GROUP BY installation_id",
+            )?
+            .query_map([now], |r| {
+                Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
         })
         .await;
         self.last_resync.store(self.monotonic_ms(), Ordering::SeqCst);
-        if let Ok(Ok((queued, next))) = counted {
-            self.shared.queued.store(usize::try_from(queued).unwrap_or(0), Ordering::SeqCst);
-            self.shared.next_retry_at.store(next.unwrap_or(i64::MAX), Ordering::SeqCst);
+        if let Ok(Ok(groups)) = counted {
+            let (mut queued, mut next) = (0, i64::MAX);
+            let mut due: std::collections::HashMap<Lane, usize> = std::collections::HashMap::new();
+            for (installation, count, due_now, earliest) in groups {
+                queued += usize::try_from(count).unwrap_or(0);
+                next = next.min(earliest);
+                let lane = self.options.credentials.key_for(installation.and_then(|id| u64::try_from(id).ok()));
+                *due.entry(lane).or_default() += usize::try_from(due_now).unwrap_or(0);
+            }
+            due.retain(|_, n| *n > 0);
+            self.shared.queued.store(queued, Ordering::SeqCst);
+            self.shared.next_retry_at.store(next, Ordering::SeqCst);
+            self.held().recount_due_on_disk(due);
         }
     }
 }
@@ -328,12 +391,28 @@ impl DeliveryQueue for SqliteQueue {
             let notified = self.shared.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(delivery) = self.held().pop() {
-                return Some(delivery);
-            }
-            // Nothing queued (the count is resynced from disk at every poll):
-            // no need for a write transaction to find that out.
-            let claimed = if self.waiting_on_disk() == 0 { Ok(None) } else { self.claim().await };
+            let now = SystemTime::now();
+            let turn = self.held().next_turn(|lane| self.pauses.is_paused(lane, now));
+            let claimed = match turn {
+                Turn::Held(delivery) => return Some(delivery),
+                Turn::Claim(lane) => match self.claim(self.lane_filter(&lane)).await {
+                    Ok(None) => {
+                        // Nothing of this lane is due after all: next lane.
+                        self.held().none_due_on_disk(&lane);
+                        continue;
+                    }
+                    claimed => claimed,
+                },
+                // Nothing queued (the count is resynced from disk at every
+                // poll): no need for a write transaction to find that out.
+                Turn::Nothing if self.waiting_on_disk() == 0 => Ok(None),
+                // Rows of lanes not known in memory (requeued from outside,
+                // retries fallen due): any that is not paused.
+                Turn::Nothing => match self.unpaused_filter(now) {
+                    Some(filter) => self.claim(filter).await,
+                    None => Ok(None),
+                },
+            };
             match claimed {
                 Ok(Some(delivery)) => return Some(delivery),
                 Ok(None) => {}
@@ -360,6 +439,18 @@ impl DeliveryQueue for SqliteQueue {
         let now = now_ms();
         let (settle, settled) = match outcome {
             Outcome::Ok => (Settle::Done, Settled::Done),
+            Outcome::Deferred { credential, until } => {
+                let error = format!(
+                    "deferred: GitHub rate limit, {credential} paused until {}",
+                    humantime::format_rfc3339_seconds(until)
+                );
+                self.pauses.pause(credential, until);
+                let wall = SystemTime::now();
+                let due = deferred_due(until, wall);
+                // Rounded up, as for a retry: never due before the pause ends.
+                let at = unix_ms(due).saturating_add(1);
+                (Settle::Defer { at, error }, Settled::Deferred(due.duration_since(wall).unwrap_or_default()))
+            }
             Outcome::Retry(error) => match self.options.retry.backoff(delivery.attempt) {
                 Some(wait) => {
                     // Millisecond clock readings are truncated: round the due

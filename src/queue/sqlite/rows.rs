@@ -108,6 +108,6 @@ pub(crate) fn now_ms() -> i64 {
     unix_ms(SystemTime::now())
 }
 
-pub(super) fn unix_ms(at: SystemTime) -> i64 {
+pub(crate) fn unix_ms(at: SystemTime) -> i64 {
     at.duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
 }

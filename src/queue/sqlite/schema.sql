@@ -24,7 +24,9 @@ CREATE TABLE IF NOT EXISTS deliveries (
     finished_at     INTEGER,
     body_segment    INTEGER,                   -- NULL: the body is in `bodies`
     body_offset     INTEGER,
-    body_len        INTEGER
+    body_len        INTEGER,
+    installation_id INTEGER                    -- the payload's installation.id: its credential under App auth
+                                               -- (NULL: none, or stored before schema version 3)
 );
 CREATE TABLE IF NOT EXISTS bodies (
     seq  INTEGER PRIMARY KEY,                  -- deliveries.seq
@@ -34,10 +36,14 @@ CREATE TABLE IF NOT EXISTS bodies (
 -- finishing touches no index at all, which keeps each commit's write small.
 -- (Pruning, hourly, scans instead.)
 CREATE INDEX IF NOT EXISTS deliveries_queued ON deliveries (next_attempt_at, seq) WHERE state = 'queued';
+-- Claims take turns between installations (fairness): one installation's
+-- due rows, oldest first, without scanning the others'.
+CREATE INDEX IF NOT EXISTS deliveries_queued_by_installation
+    ON deliveries (installation_id, next_attempt_at, seq) WHERE state = 'queued';
 -- One row the store's writer rewrites to learn whether the database takes
 -- writes again after a write failed (writer.rs, probe).
 CREATE TABLE IF NOT EXISTS write_probe (
     id        INTEGER PRIMARY KEY CHECK (id = 1),
     probed_at INTEGER NOT NULL
 );
-PRAGMA user_version = 2;
+PRAGMA user_version = 3;

@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 use super::held::Held;
 use super::writer::{Op, OpResult, Settle};
 use crate::delivery::Delivery;
+use crate::queue::credentials::CredentialScheme;
 use crate::telemetry::metrics::Metrics;
 
 /// State shared by the queue and its writer thread.
@@ -28,13 +29,13 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(super) fn new(queued: usize, metrics: Arc<Metrics>) -> Self {
+    pub(super) fn new(queued: usize, metrics: Arc<Metrics>, credentials: CredentialScheme) -> Self {
         Self {
             queued: AtomicUsize::new(queued),
             next_retry_at: AtomicI64::new(i64::MAX),
             notify: Notify::new(),
             metrics,
-            held: Mutex::new(Held::default()),
+            held: Mutex::new(Held::new(credentials)),
             write_error: Mutex::new(None),
         }
     }
@@ -92,6 +93,9 @@ impl Shared {
         match (op, result) {
             (Op::Insert(row), OpResult::Inserted(true)) if !(row.hand_off && handing_off) => {
                 self.queued.fetch_add(1, Ordering::SeqCst);
+                let mut held = self.held();
+                let lane = held.credentials().lane_of(&row.delivery);
+                held.add_due_on_disk(lane);
                 true
             }
             (Op::Claim { .. }, OpResult::Claimed(rows)) => {
@@ -100,7 +104,7 @@ impl Shared {
                     .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| Some(n.saturating_sub(rows.len())));
                 false
             }
-            (Op::Finish { settle: Settle::RetryAt { at, .. }, .. }, OpResult::Count(1)) => {
+            (Op::Finish { settle: Settle::RetryAt { at, .. } | Settle::Defer { at, .. }, .. }, OpResult::Count(1)) => {
                 self.queued.fetch_add(1, Ordering::SeqCst);
                 self.next_retry_at.fetch_min(*at, Ordering::SeqCst);
                 // A worker sleeping until a later retry must recompute its wait.
@@ -130,7 +134,7 @@ mod tests {
 
     #[test]
     fn a_hand_off_after_the_drain_is_refused_and_its_reservation_freed() {
-        let shared = Shared::new(0, Arc::new(Metrics::new()));
+        let shared = Shared::new(0, Arc::new(Metrics::new()), CredentialScheme::DryRun);
         let headers = GitHubHeaders {
             event: EventName::parse("issues").expect("event"),
             delivery_id: DeliveryId::parse("late").expect("id"),
@@ -144,6 +148,6 @@ mod tests {
         assert!(shared.held().close_and_drain().is_empty());
         assert_eq!(shared.hand_off(delivery, true).as_deref(), Some("late"), "to be put back on disk");
         assert_eq!(shared.held().len(), 0, "nothing held, nothing reserved");
-        assert!(shared.held().deliveries.is_empty());
+        assert!(!shared.held().is_holding());
     }
 }

@@ -63,8 +63,27 @@ pub(super) struct StoredRow {
 #[derive(Clone)]
 pub(super) enum Settle {
     Done,
-    RetryAt { at: i64, error: String },
-    Dead { error: String },
+    RetryAt {
+        at: i64,
+        error: String,
+    },
+    /// Back to `queued`, due at `at`, with the claim's attempt given back.
+    Defer {
+        at: i64,
+        error: String,
+    },
+    Dead {
+        error: String,
+    },
+}
+
+/// Which due rows a claim takes.
+#[derive(Debug, Clone)]
+pub(super) enum ClaimFilter {
+    /// Any, but those of these (paused) installations.
+    AnyBut(Vec<i64>),
+    /// Only this installation's (`None`: rows naming none).
+    Installation(Option<i64>),
 }
 
 // Inserts are most commands: boxing the large variant would add an
@@ -77,6 +96,7 @@ pub(super) enum Op {
         now: i64,
         lease_until: i64,
         limit: usize,
+        filter: ClaimFilter,
     },
     Finish {
         delivery_id: String,
@@ -271,7 +291,7 @@ fn apply_batch(
                 let body = body_refs.next().ok_or("the body log returned too few positions")?;
                 insert(&tx, row, body, (row.hand_off && handing_off).then_some(lease_until))
             }
-            Op::Claim { now, lease_until, limit } => claim(&tx, log, *now, *lease_until, *limit),
+            Op::Claim { now, lease_until, limit, filter } => claim(&tx, log, *now, *lease_until, *limit, filter),
             op => apply(&tx, op),
         };
         results.push(result.map_err(sql)?);
@@ -289,9 +309,9 @@ fn insert(conn: &Connection, row: &NewRow, body: BodyRef, claimed_until: Option<
         .prepare_cached(
             "INSERT INTO deliveries (delivery_id, event, action, hook_id, target_type, target_id, content_kind,
                                      received_at, state, attempts, runs, next_attempt_at, lease_until,
-                                     body_segment, body_offset, body_len)
+                                     body_segment, body_offset, body_len, installation_id)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, iif(?9 IS NULL, 'queued', 'running'),
-                     iif(?9 IS NULL, 0, 1), iif(?9 IS NULL, 0, 1), ?8, ?9, ?10, ?11, ?12)
+                     iif(?9 IS NULL, 0, 1), iif(?9 IS NULL, 0, 1), ?8, ?9, ?10, ?11, ?12, ?13)
              ON CONFLICT (delivery_id) DO NOTHING",
         )?
         .execute(params![
@@ -306,23 +326,42 @@ fn insert(conn: &Connection, row: &NewRow, body: BodyRef, claimed_until: Option<
             claimed_until,
             body.segment,
             body.offset,
-            body.len
+            body.len,
+            delivery.routing.installation_id.and_then(|id| i64::try_from(id).ok())
         ])?;
     Ok(OpResult::Inserted(inserted == 1))
 }
 
-/// Claims up to `limit` due deliveries, oldest first, with their bodies.
-fn claim(conn: &Connection, log: &BodyLog, now: i64, lease_until: i64, limit: usize) -> rusqlite::Result<OpResult> {
+/// Claims up to `limit` due deliveries that `filter` lets through, oldest
+/// first, with their bodies.
+fn claim(
+    conn: &Connection,
+    log: &BodyLog,
+    now: i64,
+    lease_until: i64,
+    limit: usize,
+    filter: &ClaimFilter,
+) -> rusqlite::Result<OpResult> {
     let limit = i64::try_from(limit).unwrap_or(1);
+    // ?4: one installation (`IS`, so NULL matches rows naming none), or a JSON
+    // array of paused installations to leave out.
+    let (condition, filter) = match filter {
+        ClaimFilter::Installation(id) => ("installation_id IS ?4", rusqlite::types::Value::from(*id)),
+        ClaimFilter::AnyBut(paused) if paused.is_empty() => ("?4 IS NULL", rusqlite::types::Value::Null),
+        ClaimFilter::AnyBut(paused) => (
+            "(installation_id IS NULL OR installation_id NOT IN (SELECT value FROM json_each(?4)))",
+            rusqlite::types::Value::Text(serde_json::to_string(paused).unwrap_or_else(|_| "[]".into())),
+        ),
+    };
     let rows = conn
         .prepare_cached(&format!(
             "UPDATE deliveries SET state = 'running', attempts = attempts + 1, runs = runs + 1, lease_until = ?2
              WHERE seq IN (SELECT seq FROM deliveries WHERE state = 'queued' AND next_attempt_at <= ?1
-                           ORDER BY next_attempt_at, seq LIMIT ?3)
+                           AND {condition} ORDER BY next_attempt_at, seq LIMIT ?3)
              RETURNING delivery_id, event, hook_id, target_type, target_id, content_kind, received_at, attempts,
                        runs, {BODY_COLUMNS}"
         ))?
-        .query_map(params![now, lease_until, limit], |r| {
+        .query_map(params![now, lease_until, limit, filter], |r| {
             Ok(StoredRow {
                 delivery_id: r.get(0)?,
                 event: r.get(1)?,
@@ -358,6 +397,13 @@ fn apply(conn: &Connection, op: &Op) -> rusqlite::Result<OpResult> {
                 Settle::RetryAt { at, error } => conn
                     .prepare_cached(
                         "UPDATE deliveries SET state = 'queued', next_attempt_at = ?2, lease_until = NULL, last_error = ?3
+                         WHERE delivery_id = ?1 AND state = 'running'",
+                    )?
+                    .execute(params![delivery_id, at, error])?,
+                Settle::Defer { at, error } => conn
+                    .prepare_cached(
+                        "UPDATE deliveries SET state = 'queued', next_attempt_at = ?2, lease_until = NULL, last_error = ?3,
+                                               attempts = max(attempts - 1, 0)
                          WHERE delivery_id = ?1 AND state = 'running'",
                     )?
                     .execute(params![delivery_id, at, error])?,
