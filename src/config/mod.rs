@@ -132,6 +132,21 @@ impl fmt::Debug for GitHubCredential {
     }
 }
 
+/// Default `WEBHOOKD_GITHUB_CACHE_BYTES`: 64 MiB of cached GET answers.
+pub const DEFAULT_GITHUB_CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest `WEBHOOKD_GITHUB_CACHE_BYTES`: 1 GiB.
+pub const MAX_GITHUB_CACHE_BYTES: usize = 1024 * 1024 * 1024;
+
+/// Whom the GitHub client (and `forward`) trusts besides the bundled web PKI roots.
+#[derive(Debug, Clone, Default)]
+pub struct GitHubTrust {
+    /// `SSL_CERT_FILE`, the system bundle other tools honour; unset: the
+    /// distribution's usual bundle file.
+    pub ssl_cert_file: Option<String>,
+    /// The certificates of `WEBHOOKD_GITHUB_CA_FILE`.
+    pub extra_anchors: Vec<reqwest::Certificate>,
+}
+
 #[derive(Debug)]
 pub struct GitHubSettings {
     pub api_url: Url,
@@ -142,6 +157,25 @@ pub struct GitHubSettings {
     /// How long one request may take, answer included.
     pub request_timeout: Duration,
     pub retry: ClientRetry,
+    /// Bytes of cached GET answers kept at most (`WEBHOOKD_GITHUB_CACHE_BYTES`; 0 disables the cache).
+    pub cache_bytes: usize,
+    pub trust: GitHubTrust,
+}
+
+impl Default for GitHubSettings {
+    /// The defaults of every setting, dry run (for tests and tools).
+    fn default() -> Self {
+        Self {
+            api_url: Url::parse("https://api.github.com").unwrap_or_else(|_| unreachable!("a valid literal URL")),
+            credential: None,
+            concurrency: 10,
+            write_interval: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(30),
+            retry: ClientRetry::default(),
+            cache_bytes: DEFAULT_GITHUB_CACHE_BYTES,
+            trust: GitHubTrust::default(),
+        }
+    }
 }
 
 /// How the client retries one request before the delivery's own retry takes over.
@@ -232,6 +266,11 @@ impl Settings {
                 ranges::GITHUB_TIMEOUT,
             ),
         );
+        let cache_bytes = keep(
+            e,
+            parse_in_range(env, "WEBHOOKD_GITHUB_CACHE_BYTES", DEFAULT_GITHUB_CACHE_BYTES, 0..=MAX_GITHUB_CACHE_BYTES),
+        );
+        let trust = keep(e, parse_trust(env));
         let workers =
             keep(e, parse_in_range(env, "WEBHOOKD_WORKERS", default_workers().min(MAX_WORKERS), 1..=MAX_WORKERS));
         let store = keep(e, parse_store(env));
@@ -307,6 +346,8 @@ impl Settings {
             Some(concurrency),
             Some(write_interval),
             Some(request_timeout),
+            Some(cache_bytes),
+            Some(trust),
             Some(workers),
             Some(store),
             Some(queue_capacity),
@@ -330,6 +371,8 @@ impl Settings {
             concurrency,
             write_interval,
             request_timeout,
+            cache_bytes,
+            trust,
             workers,
             store,
             queue_capacity,
@@ -359,6 +402,8 @@ impl Settings {
                 write_interval,
                 request_timeout,
                 retry: ClientRetry::default(),
+                cache_bytes,
+                trust,
             },
             workers,
             queue_capacity,
@@ -377,6 +422,24 @@ impl Settings {
             log_filter,
         })
     }
+}
+
+/// `WEBHOOKD_GITHUB_CA_FILE` (a PEM bundle added to the trust; a relative
+/// name is also looked up in `$CREDENTIALS_DIRECTORY`) and `SSL_CERT_FILE`.
+fn parse_trust(env: &Env) -> Result<GitHubTrust, ConfigError> {
+    const VAR: &str = "WEBHOOKD_GITHUB_CA_FILE";
+    let extra_anchors = match env.get(VAR) {
+        None => Vec::new(),
+        Some(name) => {
+            let path = secrets::resolve(env, std::path::Path::new(name));
+            let pem = std::fs::read(&path)
+                .map_err(|e| ConfigError::invalid(VAR, format!("cannot read {}: {e}", path.display())))?;
+            crate::github::anchors_from_pem(&pem).map_err(|reason| {
+                ConfigError::invalid(VAR, format!("{} is not a usable CA bundle: {reason}", path.display()))
+            })?
+        }
+    };
+    Ok(GitHubTrust { ssl_cert_file: env.get("SSL_CERT_FILE").map(str::to_owned), extra_anchors })
 }
 
 /// `WEBHOOKD_RETENTION`: how long finished deliveries are remembered.
