@@ -1,6 +1,7 @@
 //! One integration-test binary: each module starts the real application on a
 //! random port, against a mock GitHub API on loopback where GitHub is needed.
 
+mod client_scale;
 mod durability;
 mod github;
 mod helpers;
@@ -12,5 +13,6 @@ mod process;
 mod rules;
 mod store_safety;
 mod systemd;
+mod tls;
 mod webhook;
 mod worker;
