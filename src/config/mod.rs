@@ -143,7 +143,8 @@ pub struct GitHubTrust {
     /// `SSL_CERT_FILE`, the system bundle other tools honour; unset: the
     /// distribution's usual bundle file.
     pub ssl_cert_file: Option<String>,
-    /// The certificates of `WEBHOOKD_GITHUB_CA_FILE`.
+    /// `WEBHOOKD_GITHUB_CA_FILE`, resolved, and its certificates.
+    pub ca_file: Option<PathBuf>,
     pub extra_anchors: Vec<reqwest::Certificate>,
 }
 
@@ -428,18 +429,19 @@ impl Settings {
 /// name is also looked up in `$CREDENTIALS_DIRECTORY`) and `SSL_CERT_FILE`.
 fn parse_trust(env: &Env) -> Result<GitHubTrust, ConfigError> {
     const VAR: &str = "WEBHOOKD_GITHUB_CA_FILE";
-    let extra_anchors = match env.get(VAR) {
-        None => Vec::new(),
+    let (ca_file, extra_anchors) = match env.get(VAR) {
+        None => (None, Vec::new()),
         Some(name) => {
             let path = secrets::resolve(env, std::path::Path::new(name));
             let pem = std::fs::read(&path)
                 .map_err(|e| ConfigError::invalid(VAR, format!("cannot read {}: {e}", path.display())))?;
-            crate::github::anchors_from_pem(&pem).map_err(|reason| {
+            let anchors = crate::github::anchors_from_pem(&pem).map_err(|reason| {
                 ConfigError::invalid(VAR, format!("{} is not a usable CA bundle: {reason}", path.display()))
-            })?
+            })?;
+            (Some(path), anchors)
         }
     };
-    Ok(GitHubTrust { ssl_cert_file: env.get("SSL_CERT_FILE").map(str::to_owned), extra_anchors })
+    Ok(GitHubTrust { ssl_cert_file: env.get("SSL_CERT_FILE").map(str::to_owned), ca_file, extra_anchors })
 }
 
 /// `WEBHOOKD_RETENTION`: how long finished deliveries are remembered.
@@ -500,6 +502,19 @@ mod tests {
         assert!(s.github.credential.is_none());
         assert!(s.workers >= 1);
         assert_eq!(s.log_format, LogFormat::Text);
+        assert_eq!(s.github.cache_bytes, 64 * 1024 * 1024);
+        assert!(s.github.trust.ca_file.is_none() && s.github.trust.extra_anchors.is_empty());
+    }
+
+    #[test]
+    fn the_github_cache_bound_is_a_setting_from_off_to_one_gib() {
+        let cache = |v: &str| Settings::from_env(&env(&[("WEBHOOKD_SECRET", "s"), ("WEBHOOKD_GITHUB_CACHE_BYTES", v)]));
+        assert_eq!(cache("0").expect("off").github.cache_bytes, 0);
+        assert_eq!(cache("1073741824").expect("1 GiB").github.cache_bytes, 1 << 30);
+        for bad in ["1073741825", "-1", "lots"] {
+            let errors = cache(bad).expect_err("refused").to_string();
+            assert!(errors.contains("WEBHOOKD_GITHUB_CACHE_BYTES"), "{errors}");
+        }
     }
 
     #[test]
