@@ -212,7 +212,7 @@ impl GitHub {
                     }
                     Err(e) => {
                         if matches!(e, GitHubError::AppCredentials(_)) {
-                            self.alarm.raise(&e.to_string());
+                            let _ = self.alarm.raise(&e.to_string());
                         }
                         Err(e)
                     }
