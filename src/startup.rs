@@ -160,13 +160,16 @@ impl Application {
         );
         let readiness = Readiness::default();
         let verifier = Arc::new(SharedVerifier::new(SignatureVerifier::new(&settings.secrets)));
-        let state = web::Data::new(HttpState::new(
-            verifier.clone(),
-            queue.clone(),
-            metrics.clone(),
-            readiness.clone(),
-            HttpLimits::from(settings),
-        ));
+        let state = web::Data::new(
+            HttpState::new(
+                verifier.clone(),
+                queue.clone(),
+                metrics.clone(),
+                readiness.clone(),
+                HttpLimits::from(settings),
+            )
+            .with_github_alarm(github.credential_alarm()),
+        );
         let server = http::server(listener, state).context("starting the HTTP server")?;
         tracing::info!(
             listen = %local_addr,

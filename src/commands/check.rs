@@ -39,6 +39,21 @@ pub fn check(env: &Env) -> ExitCode {
         humantime::format_duration(s.github.write_interval),
         humantime::format_duration(s.github.request_timeout)
     );
+    let system = s.github.trust.ssl_cert_file.as_deref().unwrap_or("the system bundle");
+    let trust = match &s.github.trust.ca_file {
+        Some(path) => format!(
+            "web PKI roots, {system}, {} certificates from {}",
+            s.github.trust.extra_anchors.len(),
+            path.display()
+        ),
+        None => format!("web PKI roots, {system}"),
+    };
+    out!("  GitHub trust      {trust} (GitHub calls and forward)");
+    let cache = match s.github.cache_bytes {
+        0 => "off".to_owned(),
+        bytes => format!("{bytes} bytes of conditional-GET answers at most"),
+    };
+    out!("  GitHub cache      {cache}");
     out!("  workers           {}", s.workers);
     out!("  store             {store}");
     out!("  queue capacity    {}", s.queue_capacity);

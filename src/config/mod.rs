@@ -132,6 +132,22 @@ impl fmt::Debug for GitHubCredential {
     }
 }
 
+/// Default `WEBHOOKD_GITHUB_CACHE_BYTES`: 64 MiB of cached GET answers.
+pub const DEFAULT_GITHUB_CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest `WEBHOOKD_GITHUB_CACHE_BYTES`: 1 GiB.
+pub const MAX_GITHUB_CACHE_BYTES: usize = 1024 * 1024 * 1024;
+
+/// Whom the GitHub client (and `forward`) trusts besides the bundled web PKI roots.
+#[derive(Debug, Clone, Default)]
+pub struct GitHubTrust {
+    /// `SSL_CERT_FILE`, the system bundle other tools honour; unset: the
+    /// distribution's usual bundle file.
+    pub ssl_cert_file: Option<String>,
+    /// `WEBHOOKD_GITHUB_CA_FILE`, resolved, and its certificates.
+    pub ca_file: Option<PathBuf>,
+    pub extra_anchors: Vec<reqwest::Certificate>,
+}
+
 #[derive(Debug)]
 pub struct GitHubSettings {
     pub api_url: Url,
@@ -142,6 +158,25 @@ pub struct GitHubSettings {
     /// How long one request may take, answer included.
     pub request_timeout: Duration,
     pub retry: ClientRetry,
+    /// Bytes of cached GET answers kept at most (`WEBHOOKD_GITHUB_CACHE_BYTES`; 0 disables the cache).
+    pub cache_bytes: usize,
+    pub trust: GitHubTrust,
+}
+
+impl Default for GitHubSettings {
+    /// The defaults of every setting, dry run (for tests and tools).
+    fn default() -> Self {
+        Self {
+            api_url: Url::parse("https://api.github.com").unwrap_or_else(|_| unreachable!("a valid literal URL")),
+            credential: None,
+            concurrency: 10,
+            write_interval: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(30),
+            retry: ClientRetry::default(),
+            cache_bytes: DEFAULT_GITHUB_CACHE_BYTES,
+            trust: GitHubTrust::default(),
+        }
+    }
 }
 
 /// How the client retries one request before the delivery's own retry takes over.
@@ -232,6 +267,11 @@ impl Settings {
                 ranges::GITHUB_TIMEOUT,
             ),
         );
+        let cache_bytes = keep(
+            e,
+            parse_in_range(env, "WEBHOOKD_GITHUB_CACHE_BYTES", DEFAULT_GITHUB_CACHE_BYTES, 0..=MAX_GITHUB_CACHE_BYTES),
+        );
+        let trust = keep(e, parse_trust(env));
         let workers =
             keep(e, parse_in_range(env, "WEBHOOKD_WORKERS", default_workers().min(MAX_WORKERS), 1..=MAX_WORKERS));
         let store = keep(e, parse_store(env));
@@ -307,6 +347,8 @@ impl Settings {
             Some(concurrency),
             Some(write_interval),
             Some(request_timeout),
+            Some(cache_bytes),
+            Some(trust),
             Some(workers),
             Some(store),
             Some(queue_capacity),
@@ -330,6 +372,8 @@ impl Settings {
             concurrency,
             write_interval,
             request_timeout,
+            cache_bytes,
+            trust,
             workers,
             store,
             queue_capacity,
@@ -359,6 +403,8 @@ impl Settings {
                 write_interval,
                 request_timeout,
                 retry: ClientRetry::default(),
+                cache_bytes,
+                trust,
             },
             workers,
             queue_capacity,
@@ -377,6 +423,25 @@ impl Settings {
             log_filter,
         })
     }
+}
+
+/// `WEBHOOKD_GITHUB_CA_FILE` (a PEM bundle added to the trust; a relative
+/// name is also looked up in `$CREDENTIALS_DIRECTORY`) and `SSL_CERT_FILE`.
+fn parse_trust(env: &Env) -> Result<GitHubTrust, ConfigError> {
+    const VAR: &str = "WEBHOOKD_GITHUB_CA_FILE";
+    let (ca_file, extra_anchors) = match env.get(VAR) {
+        None => (None, Vec::new()),
+        Some(name) => {
+            let path = secrets::resolve(env, std::path::Path::new(name));
+            let pem = std::fs::read(&path)
+                .map_err(|e| ConfigError::invalid(VAR, format!("cannot read {}: {e}", path.display())))?;
+            let anchors = crate::github::anchors_from_pem(&pem).map_err(|reason| {
+                ConfigError::invalid(VAR, format!("{} is not a usable CA bundle: {reason}", path.display()))
+            })?;
+            (Some(path), anchors)
+        }
+    };
+    Ok(GitHubTrust { ssl_cert_file: env.get("SSL_CERT_FILE").map(str::to_owned), ca_file, extra_anchors })
 }
 
 /// `WEBHOOKD_RETENTION`: how long finished deliveries are remembered.
@@ -437,6 +502,19 @@ mod tests {
         assert!(s.github.credential.is_none());
         assert!(s.workers >= 1);
         assert_eq!(s.log_format, LogFormat::Text);
+        assert_eq!(s.github.cache_bytes, 64 * 1024 * 1024);
+        assert!(s.github.trust.ca_file.is_none() && s.github.trust.extra_anchors.is_empty());
+    }
+
+    #[test]
+    fn the_github_cache_bound_is_a_setting_from_off_to_one_gib() {
+        let cache = |v: &str| Settings::from_env(&env(&[("WEBHOOKD_SECRET", "s"), ("WEBHOOKD_GITHUB_CACHE_BYTES", v)]));
+        assert_eq!(cache("0").expect("off").github.cache_bytes, 0);
+        assert_eq!(cache("1073741824").expect("1 GiB").github.cache_bytes, 1 << 30);
+        for bad in ["1073741825", "-1", "lots"] {
+            let errors = cache(bad).expect_err("refused").to_string();
+            assert!(errors.contains("WEBHOOKD_GITHUB_CACHE_BYTES"), "{errors}");
+        }
     }
 
     #[test]

@@ -7,8 +7,16 @@ use futures::Stream;
 use reqwest::Method;
 use serde_json::Value;
 
-use super::GitHubError;
 use super::client::{GitHub, Reply, Request};
+use super::error::GitHubError;
+
+impl GitHub {
+    /// The client as seen from a delivery of this App installation (ignored
+    /// with token authentication).
+    pub fn for_installation(&self, installation: Option<u64>) -> GitHubApi<'_> {
+        GitHubApi { github: self, installation }
+    }
+}
 
 /// The shared client seen from one delivery.
 #[derive(Clone, Copy)]
@@ -18,10 +26,6 @@ pub struct GitHubApi<'a> {
 }
 
 impl<'a> GitHubApi<'a> {
-    pub(super) fn new(github: &'a GitHub, installation: Option<u64>) -> Self {
-        Self { github, installation }
-    }
-
     pub fn is_dry_run(&self) -> bool {
         self.github.is_dry_run()
     }
@@ -34,7 +38,8 @@ impl<'a> GitHubApi<'a> {
         self.request(Request::new(Method::GET, path, None)).await
     }
 
-    /// A POST that must not be repeated blindly (it creates something).
+    /// A POST that must not be repeated blindly (it creates something): it
+    /// counts against the credential's content budget (80/min, 500/h).
     pub async fn post(&self, path: &str, body: &Value) -> Result<Reply, GitHubError> {
         self.request(Request::new(Method::POST, path, Some(body))).await
     }
@@ -73,7 +78,7 @@ impl<'a> GitHubApi<'a> {
                             Ok(Value::Array(list)) => list.into_iter(),
                             Ok(other) => vec![other].into_iter(),
                             Err(e) => {
-                                let error = GitHubError::Auth(format!("page {page} is not JSON: {e}"));
+                                let error = GitHubError::NotJson { path: route_of(&page), reason: e.to_string() };
                                 return Some((Err(error), (None, Vec::new().into_iter())));
                             }
                         };
@@ -83,5 +88,15 @@ impl<'a> GitHubApi<'a> {
                 }
             }
         })
+    }
+}
+
+/// A page's path for an error message: without its query (a `Link` URL may
+/// carry anything) and without the API URL in front.
+fn route_of(page: &str) -> String {
+    let path = page.split('?').next().unwrap_or(page);
+    match url::Url::parse(path) {
+        Ok(url) => url.path().to_owned(),
+        Err(_) => path.to_owned(),
     }
 }

@@ -5,16 +5,17 @@
 //! need the same installation's token at once wait for one exchange.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::GitHubError;
+use super::error::GitHubError;
 use super::read::read_capped;
+use super::wire::{error_message, github_headers};
 
 /// JWTs claim to be issued this long ago, against clock drift (GitHub's advice).
 const JWT_BACKDATE: Duration = Duration::from_secs(60);
@@ -25,23 +26,6 @@ const JWT_LIFETIME: Duration = Duration::from_secs(9 * 60);
 const MAX_TOKEN_ANSWER_BYTES: usize = 1024 * 1024;
 /// Installation tokens (valid one hour) are renewed this long before they expire.
 const RENEW_AHEAD: Duration = Duration::from_secs(5 * 60);
-
-/// The credential a request runs under: rate limits, pacing and the ETag
-/// cache are kept per credential.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum CredentialKey {
-    Token,
-    Installation(u64),
-}
-
-impl fmt::Display for CredentialKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Token => f.write_str("token"),
-            Self::Installation(id) => write!(f, "installation:{id}"),
-        }
-    }
-}
 
 pub(crate) enum Auth {
     Token(HeaderValue),
@@ -133,22 +117,17 @@ impl AppAuth {
     ) -> Result<InstallationToken, GitHubError> {
         let path = format!("/app/installations/{installation}/access_tokens");
         let url = format!("{}{path}", api_url.as_str().trim_end_matches('/'));
-        let transport = |e: reqwest::Error| GitHubError::Transport {
-            method: "POST".into(),
-            path: path.clone(),
-            source: e.without_url(),
-        };
-        let request = super::client::github_headers(http.post(&url)).header(AUTHORIZATION, bearer(&self.jwt()?)?);
+        let host = api_url.host_str().unwrap_or("the GitHub API host").to_owned();
+        let transport = |e: reqwest::Error| GitHubError::transport("POST", &path, &host, e);
+        let request = github_headers(http.post(&url)).header(AUTHORIZATION, bearer(&self.jwt()?)?);
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
+        let rate_limited = response.headers().contains_key("retry-after");
         // A token answer is a few hundred bytes.
         let answer = read_capped(response, MAX_TOKEN_ANSWER_BYTES).await.map_err(transport)?;
         let body = answer.bytes;
         if !status.is_success() {
-            return Err(GitHubError::Auth(format!(
-                "GitHub answered {status} to the installation token exchange for installation {installation}: {}",
-                super::client::error_message(&body)
-            )));
+            return Err(exchange_failure(status, installation, error_message(&body), rate_limited));
         }
         if answer.truncated {
             return Err(GitHubError::Auth(format!(
@@ -166,5 +145,51 @@ impl AppAuth {
             header: bearer(&token.token)?,
             renew_at: Instant::now() + lifetime.saturating_sub(RENEW_AHEAD),
         })
+    }
+}
+
+/// What a failed token exchange means: the App's own credentials refused
+/// (401), the installation gone (404) or suspended (403 that is no rate
+/// limit) are final and named; anything else (5xx, 429) may pass.
+fn exchange_failure(status: StatusCode, installation: u64, message: String, rate_limited: bool) -> GitHubError {
+    let rate_limit = rate_limited || message.to_ascii_lowercase().contains("rate limit");
+    match status.as_u16() {
+        401 => GitHubError::AppCredentials(message),
+        404 => GitHubError::InstallationRemoved { installation },
+        403 if !rate_limit => GitHubError::InstallationSuspended { installation, message },
+        _ => GitHubError::Auth(format!(
+            "GitHub answered {status} to the installation token exchange for installation {installation}: {message}"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_exchange_failures_are_classified() {
+        let fail = |code: u16, message: &str, rate_limited: bool| {
+            exchange_failure(StatusCode::from_u16(code).expect("status"), 7, message.into(), rate_limited)
+        };
+        assert!(matches!(fail(401, "A JSON web token could not be decoded", false), GitHubError::AppCredentials(_)));
+        assert!(matches!(fail(404, "Not Found", false), GitHubError::InstallationRemoved { installation: 7 }));
+        assert!(matches!(
+            fail(403, "This installation has been suspended", false),
+            GitHubError::InstallationSuspended { .. }
+        ));
+        for (code, message, rate_limited) in [
+            (403, "API rate limit exceeded", false),
+            (403, "", true),
+            (429, "", false),
+            (500, "", false),
+            (502, "", false),
+        ] {
+            let error = fail(code, message, rate_limited);
+            assert!(matches!(error, GitHubError::Auth(_)) && error.is_retryable(), "{code}: {error}");
+        }
+        for code in [401, 404, 403] {
+            assert!(!fail(code, "", false).is_retryable(), "{code} is final");
+        }
     }
 }

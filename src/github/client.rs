@@ -11,26 +11,36 @@
 //! time budget; other 4xx are final. A write whose first try may have reached
 //! GitHub (timeout, 5xx) is retried only when it is idempotent (GET, PUT,
 //! PATCH, DELETE, or a POST the caller marks idempotent); a refused connection
-//! reached nobody and is always retried. Rate limits pause the credential and
-//! the request goes again after the pause if the budget allows.
+//! reached nobody and is always retried. A TLS failure is not retried here.
+//!
+//! Rate limits never hold a worker for long: a pause of up to
+//! `IN_REQUEST_WAIT` is waited out in place, a longer one (found before the
+//! request or started by its answer) ends the request at once with
+//! `GitHubError::Paused`, and so does an empty content budget (`budget`):
+//! the delivery waits in the queue, not in a worker. The concurrency permit
+//! is held until the answer's body is read, so the cap bounds connections.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use reqwest::header::{ACCEPT, AUTHORIZATION, ETAG, HeaderMap, HeaderValue, IF_NONE_MATCH, LINK, USER_AGENT};
+use reqwest::header::{AUTHORIZATION, ETAG, HeaderMap, HeaderValue, IF_NONE_MATCH, LINK};
 use reqwest::{Method, StatusCode};
 use secrecy::ExposeSecret;
 use serde_json::Value;
 use url::Url;
 
-use super::api::GitHubApi;
-use super::auth::{AppAuth, Auth, CredentialKey, bearer};
+use super::alarm::CredentialAlarm;
+use super::auth::{AppAuth, Auth, bearer};
+use super::budget::ContentBudget;
+use super::credential::CredentialKey;
+use super::error::GitHubError;
 use super::etag::EtagCache;
 use super::limits::Limiter;
 use super::read::read_capped;
-use super::{API_VERSION, GitHubError};
+use super::tls;
+use super::wire::{error_message, github_headers};
 use crate::config::{ClientRetry, GitHubCredential, GitHubSettings};
 use crate::telemetry::metrics::Metrics;
 
@@ -38,8 +48,9 @@ use crate::telemetry::metrics::Metrics;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an unused pooled connection is kept open.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// Longest error message kept from a GitHub answer.
-const MAX_ERROR_MESSAGE_CHARS: usize = 300;
+/// Longest rate-limit pause a request waits out in place; a longer one ends
+/// the request with `GitHubError::Paused` and frees the worker.
+pub const IN_REQUEST_WAIT: Duration = Duration::from_secs(3);
 /// Most bytes of a GitHub answer read. The largest page webhookd reads is a
 /// default page (30 items) of issue comments, each at most 65,536 characters
 /// (4 bytes each at worst): about 7.5 MiB; twice that leaves room for the
@@ -54,6 +65,10 @@ pub struct GitHub {
     /// `None` means dry run.
     auth: Option<Auth>,
     limits: Mutex<HashMap<CredentialKey, Arc<Limiter>>>,
+    /// Content-creating requests left per credential (GitHub's 80/min, 500/h).
+    budgets: Mutex<HashMap<CredentialKey, ContentBudget>>,
+    /// Set while GitHub refuses the App's own credentials (`/readyz` reads it).
+    alarm: CredentialAlarm,
     etags: EtagCache,
     concurrency: usize,
     write_interval: Duration,
@@ -115,13 +130,17 @@ impl GitHub {
     pub fn new(settings: &GitHubSettings, metrics: Arc<Metrics>) -> Result<Self, GitHubError> {
         // No default headers: GitHub's go on GitHub requests only (`github_headers`),
         // never to a `forward` receiver through the same client.
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .redirect(redirect_policy(&settings.api_url))
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(settings.request_timeout)
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build()
-            .map_err(|e| GitHubError::Auth(format!("building the HTTP client failed: {e}")))?;
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT);
+        // Trust: the bundled web PKI roots, the system store, the operator's CA file.
+        let system = tls::system_anchors(settings.trust.ssl_cert_file.as_deref());
+        for anchor in system.into_iter().chain(settings.trust.extra_anchors.iter().cloned()) {
+            builder = builder.add_root_certificate(anchor);
+        }
+        let http = builder.build().map_err(|e| GitHubError::ClientBuild(e.to_string()))?;
         let auth = match &settings.credential {
             None => None,
             Some(GitHubCredential::Token(token)) => Some(Auth::Token(bearer(token.expose_secret())?)),
@@ -132,7 +151,9 @@ impl GitHub {
             api_url: settings.api_url.clone(),
             auth,
             limits: Mutex::new(HashMap::new()),
-            etags: EtagCache::default(),
+            budgets: Mutex::new(HashMap::new()),
+            alarm: CredentialAlarm::default(),
+            etags: EtagCache::new(settings.cache_bytes),
             concurrency: settings.concurrency,
             write_interval: settings.write_interval,
             retry: settings.retry,
@@ -145,10 +166,16 @@ impl GitHub {
         self.auth.is_none()
     }
 
-    /// The client as seen from a delivery of this App installation (ignored
-    /// with token authentication).
-    pub fn for_installation(&self, installation: Option<u64>) -> GitHubApi<'_> {
-        GitHubApi::new(self, installation)
+    /// The flag `/readyz` reads: set while GitHub refuses the App's credentials.
+    pub fn credential_alarm(&self) -> CredentialAlarm {
+        self.alarm.clone()
+    }
+
+    /// Until when requests on `credential` are paused for a rate limit, if
+    /// they are now: the queue may hold that credential's deliveries back.
+    pub fn paused_until(&self, credential: &CredentialKey) -> Option<SystemTime> {
+        let limiter = self.limits.lock().unwrap_or_else(PoisonError::into_inner).get(credential).cloned()?;
+        limiter.paused_until().map(wall_clock)
     }
 
     /// Whether some credential is paused for a rate limit now: workers waiting
@@ -178,8 +205,18 @@ impl GitHub {
             Auth::Token(header) => Ok((CredentialKey::Token, header.clone())),
             Auth::App(app) => {
                 let id = installation.ok_or(GitHubError::NoInstallation)?;
-                let header = app.installation_token(&self.http, &self.api_url, id, rejected).await?;
-                Ok((CredentialKey::Installation(id), header))
+                match app.installation_token(&self.http, &self.api_url, id, rejected).await {
+                    Ok(header) => {
+                        self.alarm.clear();
+                        Ok((CredentialKey::Installation(id), header))
+                    }
+                    Err(e) => {
+                        if matches!(e, GitHubError::AppCredentials(_)) {
+                            let _ = self.alarm.raise(&e.to_string());
+                        }
+                        Err(e)
+                    }
+                }
             }
         }
     }
@@ -192,8 +229,11 @@ impl GitHub {
             return Ok(Reply::DryRun);
         };
         let route = route_template(&path);
+        let host = self.api_url.host_str().unwrap_or("the GitHub API host").to_owned();
         let started = Instant::now();
         let write = !matches!(*method, Method::GET | Method::HEAD);
+        // GitHub's "content-creating" requests: a POST that makes something new.
+        let creates_content = *method == Method::POST && !*idempotent;
         let mut rejected: Option<HeaderValue> = None;
         let mut renewed = false;
         let mut attempt = 0u32;
@@ -201,7 +241,18 @@ impl GitHub {
             attempt += 1;
             let (credential, authorization) = self.authorize(auth, installation, rejected.as_ref()).await?;
             let limiter = self.limiter(&credential);
-            let permit = limiter.acquire(write).await;
+            if let Some(until) = limiter.paused_until() {
+                if until.saturating_duration_since(Instant::now()) > IN_REQUEST_WAIT {
+                    return Err(self.paused(credential, until));
+                }
+            }
+            if creates_content {
+                self.take_content_token(&credential)?;
+            }
+            let permit = match limiter.acquire(write, IN_REQUEST_WAIT).await {
+                Ok(permit) => permit,
+                Err(until) => return Err(self.paused(credential, until)),
+            };
             let url = format!("{}{}", self.api_url.as_str().trim_end_matches('/'), path);
             let mut builder =
                 github_headers(self.http.request(method.clone(), url)).header(AUTHORIZATION, authorization.clone());
@@ -213,31 +264,25 @@ impl GitHub {
                 builder = builder.json(body);
             }
             let result = builder.send().await;
-            drop(permit);
             let failure = match result {
                 Err(e) => {
+                    drop(permit);
                     self.count(method, &route, "error");
                     // A refused connection reached nobody; anything later may have.
                     let retry = (e.is_connect() || *idempotent) && !e.is_builder();
-                    (
-                        retry,
-                        GitHubError::Transport {
-                            method: method.to_string(),
-                            path: path.clone(),
-                            source: e.without_url(),
-                        },
-                    )
+                    let error = GitHubError::transport(method.as_str(), &path, &host, e);
+                    // A certificate the client does not trust will not be trusted in a second.
+                    (retry && !matches!(error, GitHubError::Tls(_)), error)
                 }
                 Ok(response) => {
                     let status = response.status();
                     self.count(method, &route, status.as_str());
                     let headers = response.headers().clone();
                     let next = next_link(&headers);
-                    let answer = read_capped(response, MAX_ANSWER_BYTES).await.map_err(|e| GitHubError::Transport {
-                        method: method.to_string(),
-                        path: path.clone(),
-                        source: e.without_url(),
-                    })?;
+                    // The permit covers the body too: a connection is in use until it is read.
+                    let answer = read_capped(response, MAX_ANSWER_BYTES).await;
+                    drop(permit);
+                    let answer = answer.map_err(|e| GitHubError::transport(method.as_str(), &path, &host, e))?;
                     if answer.truncated && status.is_success() {
                         return Err(GitHubError::AnswerTooLarge {
                             method: method.to_string(),
@@ -295,6 +340,15 @@ impl GitHub {
                         continue;
                     }
                     let rate_limited = pause.is_some();
+                    if rate_limited {
+                        // A pause this answer started (or one already running) that is too
+                        // long to wait out here: the delivery waits in the queue.
+                        if let Some(until) = limiter.paused_until() {
+                            if until.saturating_duration_since(Instant::now()) > IN_REQUEST_WAIT {
+                                return Err(self.paused(credential, until));
+                            }
+                        }
+                    }
                     let retry = rate_limited || (matches!(status.as_u16(), 502..=504) && *idempotent);
                     let error = GitHubError::Status {
                         method: method.to_string(),
@@ -309,16 +363,36 @@ impl GitHub {
             let (retry, error) = failure;
             let wait = full_jitter(self.retry.base, attempt);
             let out_of_budget = started.elapsed() + wait > self.retry.budget;
-            // A pause longer than the budget: the delivery's own retry waits instead.
-            let pause_left = limiter.paused_until().map(|until| until.saturating_duration_since(Instant::now()));
-            let pause_too_long = pause_left.is_some_and(|left| started.elapsed() + left > self.retry.budget);
-            if !retry || attempt >= self.retry.attempts || out_of_budget || pause_too_long {
+            if !retry || attempt >= self.retry.attempts || out_of_budget {
                 return Err(error);
             }
             self.metrics.github_retries.with_label_values(&[retry_reason(&error)]).inc();
             tracing::debug!(%method, path, attempt, wait_ms = wait.as_millis() as u64, error = %error, "retrying GitHub request");
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// The error that hands a delivery back to the queue until `until`.
+    fn paused(&self, credential: CredentialKey, until: Instant) -> GitHubError {
+        self.metrics.github_deferrals.with_label_values(&[&credential.to_string()]).inc();
+        GitHubError::Paused { credential, until: wall_clock(until) }
+    }
+
+    /// Takes a token of `credential`'s content budget, or says when one frees.
+    fn take_content_token(&self, credential: &CredentialKey) -> Result<(), GitHubError> {
+        let now = Instant::now();
+        let mut budgets = self.budgets.lock().unwrap_or_else(PoisonError::into_inner);
+        let budget = budgets.entry(credential.clone()).or_insert_with(|| ContentBudget::new(now));
+        let taken = budget.try_take(now);
+        let label = credential.to_string();
+        for (window, left) in budget.remaining() {
+            self.metrics.github_content_budget_remaining.with_label_values(&[&label, window]).set(left);
+        }
+        drop(budgets);
+        taken.map_err(|until| {
+            tracing::info!(credential = %credential, "content-creating budget (80/min, 500/h) spent: the delivery waits in the queue");
+            self.paused(credential.clone(), until)
+        })
     }
 
     /// `path` as a path below the API URL; absolute URLs (from `Link`) must
@@ -338,15 +412,6 @@ impl GitHub {
         self.metrics.github_requests.with_label_values(&[method.as_str(), status]).inc();
         self.metrics.github_requests_by_route.with_label_values(&[method.as_str(), route, status]).inc();
     }
-}
-
-/// GitHub's headers, set on each GitHub request (not as client defaults, which
-/// would reach `forward` receivers too).
-pub(super) fn github_headers(builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-    builder
-        .header(ACCEPT, super::ACCEPT)
-        .header("X-GitHub-Api-Version", API_VERSION)
-        .header(USER_AGENT, super::USER_AGENT)
 }
 
 /// The shared client follows a redirect only from a URL under the GitHub API
@@ -392,34 +457,143 @@ fn next_link(headers: &HeaderMap) -> Option<String> {
     })
 }
 
-/// The path with ids replaced by placeholders, a bounded metric label:
-/// `/repos/{owner}/{repo}/issues/{n}/comments`.
+/// Path segments GitHub's REST API uses as words, kept in a route template;
+/// every other segment is a name or an id and becomes a placeholder, so
+/// metric labels stay a bounded set whatever paths are called.
+const LITERAL_SEGMENTS: &[&str] = &[
+    "access_tokens",
+    "actions",
+    "app",
+    "assignees",
+    "attempts",
+    "branches",
+    "check-runs",
+    "check-suites",
+    "collaborators",
+    "comments",
+    "commits",
+    "compare",
+    "contents",
+    "deliveries",
+    "deployments",
+    "dispatches",
+    "environments",
+    "events",
+    "git",
+    "heads",
+    "hooks",
+    "installation",
+    "installations",
+    "issues",
+    "labels",
+    "members",
+    "memberships",
+    "merge",
+    "milestones",
+    "orgs",
+    "permission",
+    "pulls",
+    "reactions",
+    "ref",
+    "refs",
+    "releases",
+    "repos",
+    "repositories",
+    "requested_reviewers",
+    "reviews",
+    "runs",
+    "search",
+    "secrets",
+    "status",
+    "statuses",
+    "tags",
+    "teams",
+    "timeline",
+    "trees",
+    "user",
+    "users",
+    "variables",
+    "workflows",
+];
+
+/// The placeholder of the segment after a word that is always followed by a
+/// name (`/orgs/NAME`, `/labels/NAME`), when that name is not a number or SHA.
+fn name_after(word: &str) -> Option<&'static str> {
+    Some(match word {
+        "orgs" => "{org}",
+        "users" | "collaborators" | "assignees" | "members" | "memberships" => "{user}",
+        "teams" => "{team}",
+        "labels" => "{label}",
+        "commits" | "statuses" => "{ref}",
+        "environments" | "secrets" | "variables" | "workflows" => "{name}",
+        _ => return None,
+    })
+}
+
+/// Words after which the rest of the path is one name that may hold slashes
+/// (branch names, file paths).
+fn rest_after(word: &str) -> Option<&'static str> {
+    Some(match word {
+        "heads" | "tags" => "{ref}",
+        "branches" => "{branch}",
+        "contents" => "{path}",
+        "compare" => "{basehead}",
+        _ => return None,
+    })
+}
+
+/// Segments kept at most; a longer path ends in `/...`.
+const MAX_TEMPLATE_SEGMENTS: usize = 10;
+
+/// The path with names and ids replaced by placeholders, a bounded metric
+/// label: `/repos/{owner}/{repo}/issues/{n}/comments`, `/orgs/{org}/hooks`.
 pub fn route_template(path: &str) -> String {
-    let path = path.split('?').next().unwrap_or(path);
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
     let mut out = String::new();
-    for (i, segment) in path.split('/').enumerate().skip(1) {
+    // The previous segment when it was kept as a word (not a placeholder).
+    let mut word: Option<&str> = None;
+    let mut i = 0;
+    while i < segments.len() {
+        if i >= MAX_TEMPLATE_SEGMENTS {
+            out.push_str("/...");
+            break;
+        }
+        let segment = segments[i];
         out.push('/');
-        let is_repo_part = path.starts_with("/repos/") && (i == 2 || i == 3);
-        if is_repo_part {
-            out.push_str(if i == 2 { "{owner}" } else { "{repo}" });
-        } else if segment.bytes().all(|b| b.is_ascii_digit()) && !segment.is_empty() {
+        i += 1;
+        if word == Some("repos") && i < segments.len() {
+            // `/repos/OWNER/REPO`: both are names, whatever they spell.
+            out.push_str("{owner}/{repo}");
+            i += 1;
+            word = None;
+            continue;
+        }
+        if let Some(rest) = word.and_then(rest_after).filter(|_| !segment.is_empty()) {
+            out.push_str(rest);
+            break;
+        }
+        let name_slot = word.and_then(name_after);
+        if segment.is_empty() || (LITERAL_SEGMENTS.contains(&segment) && name_slot.is_none()) {
+            out.push_str(segment);
+            word = Some(segment);
+            continue;
+        }
+        word = None;
+        if segment.bytes().all(|b| b.is_ascii_digit()) {
             out.push_str("{n}");
         } else if segment.len() == 40 && segment.bytes().all(|b| b.is_ascii_hexdigit()) {
             out.push_str("{sha}");
         } else {
-            out.push_str(segment);
+            out.push_str(name_slot.unwrap_or("{name}"));
         }
     }
     out
 }
 
-/// GitHub's `message` field, or the start of the body.
-pub(crate) fn error_message(body: &[u8]) -> String {
-    let message = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
-        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
-    message.chars().take(MAX_ERROR_MESSAGE_CHARS).collect()
+/// An `Instant` ahead as a wall-clock time (what the queue schedules by).
+fn wall_clock(at: Instant) -> SystemTime {
+    SystemTime::now() + at.saturating_duration_since(Instant::now())
 }
 
 #[cfg(test)]
@@ -427,14 +601,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn route_templates_hide_ids() {
-        assert_eq!(route_template("/repos/octo/hello/issues/12/comments"), "/repos/{owner}/{repo}/issues/{n}/comments");
-        assert_eq!(route_template("/app/installations/99/access_tokens"), "/app/installations/{n}/access_tokens");
-        assert_eq!(
-            route_template(&format!("/repos/o/r/statuses/{}", "a".repeat(40))),
-            "/repos/{owner}/{repo}/statuses/{sha}"
-        );
-        assert_eq!(route_template("/repos/o/r/issues?page=2"), "/repos/{owner}/{repo}/issues");
+    fn route_templates_hide_every_name_and_id() {
+        let sha = "a".repeat(40);
+        let cases = [
+            ("/repos/octo/hello/issues/12/comments", "/repos/{owner}/{repo}/issues/{n}/comments"),
+            ("/repos/issues/comments/issues/12", "/repos/{owner}/{repo}/issues/{n}"),
+            ("/app/installations/99/access_tokens", "/app/installations/{n}/access_tokens"),
+            (&format!("/repos/o/r/statuses/{sha}"), "/repos/{owner}/{repo}/statuses/{sha}"),
+            ("/repos/o/r/statuses/main", "/repos/{owner}/{repo}/statuses/{ref}"),
+            ("/repos/o/r/issues?page=2", "/repos/{owner}/{repo}/issues"),
+            ("/orgs/acme/hooks", "/orgs/{org}/hooks"),
+            ("/orgs/acme/hooks/7/deliveries/8/attempts", "/orgs/{org}/hooks/{n}/deliveries/{n}/attempts"),
+            ("/orgs/repos/members/issues", "/orgs/{org}/members/{user}"),
+            ("/users/octocat", "/users/{user}"),
+            ("/users/octocat/repos", "/users/{user}/repos"),
+            ("/repos/o/r/git/refs/heads/feature/deep/branch", "/repos/{owner}/{repo}/git/refs/heads/{ref}"),
+            ("/repos/o/r/git/ref/tags/v1.0", "/repos/{owner}/{repo}/git/ref/tags/{ref}"),
+            ("/repos/o/r/issues/1/labels/good%20first%20issue", "/repos/{owner}/{repo}/issues/{n}/labels/{label}"),
+            ("/repos/o/r/issues/1/labels/comments", "/repos/{owner}/{repo}/issues/{n}/labels/{label}"),
+            ("/repos/o/r/issues/1/labels", "/repos/{owner}/{repo}/issues/{n}/labels"),
+            ("/repos/o/r/pulls/3/requested_reviewers", "/repos/{owner}/{repo}/pulls/{n}/requested_reviewers"),
+            ("/repos/o/r/check-runs", "/repos/{owner}/{repo}/check-runs"),
+            (
+                &format!("/repos/o/r/commits/{sha}/check-runs?check_name=ci"),
+                "/repos/{owner}/{repo}/commits/{sha}/check-runs",
+            ),
+            ("/repos/o/r/commits/main/status", "/repos/{owner}/{repo}/commits/{ref}/status"),
+            ("/repos/o/r/contents/src/lib.rs", "/repos/{owner}/{repo}/contents/{path}"),
+            ("/repos/o/r/branches/release/1.x/protection", "/repos/{owner}/{repo}/branches/{branch}"),
+            ("/repos/o/r/dispatches", "/repos/{owner}/{repo}/dispatches"),
+            ("/repos/o/r/unknown-word/x", "/repos/{owner}/{repo}/{name}/{name}"),
+            ("/something/else", "/{name}/{name}"),
+            ("/repos/o", "/repos/{name}"),
+            ("/a/b/c/d/e/f/g/h/i/j/k/l", "/{name}/{name}/{name}/{name}/{name}/{name}/{name}/{name}/{name}/{name}/..."),
+        ];
+        for (path, template) in cases {
+            assert_eq!(route_template(path), template, "{path}");
+        }
     }
 
     #[test]

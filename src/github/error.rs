@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use reqwest::StatusCode;
 
-use super::auth::CredentialKey;
+use super::credential::CredentialKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitHubError {
@@ -31,9 +31,36 @@ pub enum GitHubError {
     /// The caller asked for a path that is not a GitHub API path.
     #[error("invalid GitHub API path {0:?}: it must start with '/'")]
     InvalidPath(String),
-    /// No credential could be had for the request.
+    /// No credential could be had for the request, for a reason that may
+    /// pass (GitHub unwell, an unreadable token answer).
     #[error("GitHub authentication failed: {0}")]
     Auth(String),
+    /// GitHub refused the App's JWT (401 on the token exchange): the App id or
+    /// private key is wrong, or the host clock is far off. No delivery can
+    /// succeed until the operator fixes it.
+    #[error(
+        "GitHub refused the App's credentials (401 to the installation token exchange: {0}): check WEBHOOKD_GITHUB_APP_ID, the private key in WEBHOOKD_GITHUB_APP_KEY_FILE and the host clock"
+    )]
+    AppCredentials(String),
+    /// The token exchange answered 404: the App is no longer installed there.
+    #[error(
+        "GitHub App installation {installation} was not found (404 to the token exchange): the App was uninstalled from that account, or the delivery names another App's installation"
+    )]
+    InstallationRemoved { installation: u64 },
+    /// The token exchange answered 403: the installation is suspended.
+    #[error(
+        "GitHub App installation {installation} is suspended (403 to the token exchange: {message}): an owner of that account must unsuspend the App"
+    )]
+    InstallationSuspended { installation: u64, message: String },
+    /// A 2xx page of a paginated list that does not parse as JSON.
+    #[error("GitHub's page {path} is not JSON: {reason}")]
+    NotJson { path: String, reason: String },
+    /// The HTTP client could not be built (trust store, TLS settings).
+    #[error("building the GitHub HTTP client failed: {0}")]
+    ClientBuild(String),
+    /// The TLS handshake failed: "TLS handshake with HOST failed: REASON".
+    #[error("{0}")]
+    Tls(String),
     /// GitHub's answer was longer than the cap; the rest was not read.
     #[error("GitHub's answer to {method} {path} is longer than {limit} bytes; it was not read further")]
     AnswerTooLarge { method: String, path: String, limit: usize },
@@ -64,14 +91,32 @@ impl GitHubError {
     /// included) is final.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Transport { .. } | Self::ForwardTransport { .. } | Self::Paused { .. } => true,
+            Self::Transport { .. } | Self::ForwardTransport { .. } | Self::Paused { .. } | Self::Tls(_) => true,
+            // A proxy's error page in place of JSON is usually passing.
+            Self::NotJson { .. } => true,
             Self::Status { status, rate_limited, .. } => status.is_server_error() || *rate_limited,
-            // A failed token exchange is usually GitHub being unwell; a bad key fails at start.
+            // GitHub unwell (5xx) or an answer that did not read.
             Self::Auth(_) => true,
+            // Only the operator (or an account owner) can change these.
+            Self::AppCredentials(_)
+            | Self::InstallationRemoved { .. }
+            | Self::InstallationSuspended { .. }
+            | Self::ClientBuild(_) => false,
             // A receiver that is down or busy may answer later; a redirect or a refusal will not change.
             Self::Receiver { status, .. } => status.is_server_error() || matches!(status.as_u16(), 408 | 429),
             // The same request would get the same answer.
             Self::AnswerTooLarge { .. } | Self::InvalidPath(_) | Self::NoInstallation => false,
+        }
+    }
+}
+
+impl GitHubError {
+    /// A request that did not complete: a TLS failure says so plainly and
+    /// names `host`, anything else is a transport failure.
+    pub(super) fn transport(method: &str, path: &str, host: &str, error: reqwest::Error) -> Self {
+        match super::tls::describe_tls_failure(&error, host) {
+            Some(message) => Self::Tls(message),
+            None => Self::Transport { method: method.to_owned(), path: path.to_owned(), source: error.without_url() },
         }
     }
 }

@@ -9,16 +9,16 @@ use std::sync::{Mutex, PoisonError};
 use bytes::Bytes;
 use reqwest::header::HeaderValue;
 
-use super::auth::CredentialKey;
+use super::credential::CredentialKey;
 
 /// Cached GET answers kept at most, across credentials.
 pub const MAX_ENTRIES: usize = 2048;
-/// Bytes of cached answers kept at most, across credentials (without it,
-/// 2048 answers of up to `MAX_ANSWER_BYTES` each could hold 32 GiB).
-pub const MAX_BYTES: usize = 64 * 1024 * 1024;
 
-#[derive(Default)]
+/// Cached GETs and their bodies, at most `MAX_ENTRIES` and `max_bytes`
+/// (`WEBHOOKD_GITHUB_CACHE_BYTES`; without a byte bound 2048 answers of up
+/// to `MAX_ANSWER_BYTES` each could hold 32 GiB). `max_bytes` 0 disables it.
 pub(crate) struct EtagCache {
+    max_bytes: usize,
     inner: Mutex<Inner>,
 }
 
@@ -30,13 +30,17 @@ struct Inner {
 }
 
 impl EtagCache {
+    pub(crate) fn new(max_bytes: usize) -> Self {
+        Self { max_bytes, inner: Mutex::default() }
+    }
+
     pub(crate) fn get(&self, credential: &CredentialKey, path: &str) -> Option<(HeaderValue, Bytes)> {
         let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         inner.entries.get(&(credential.clone(), path.to_owned())).cloned()
     }
 
     pub(crate) fn put(&self, credential: &CredentialKey, path: &str, etag: HeaderValue, body: Bytes) {
-        if body.len() > MAX_BYTES {
+        if self.max_bytes == 0 || body.len() > self.max_bytes {
             return;
         }
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
@@ -46,7 +50,7 @@ impl EtagCache {
             Some((_, replaced)) => inner.bytes -= replaced.len(),
             None => inner.order.push_back(key),
         }
-        while inner.order.len() > MAX_ENTRIES || inner.bytes > MAX_BYTES {
+        while inner.order.len() > MAX_ENTRIES || inner.bytes > self.max_bytes {
             let Some(oldest) = inner.order.pop_front() else { break };
             if let Some((_, body)) = inner.entries.remove(&oldest) {
                 inner.bytes -= body.len();
@@ -61,7 +65,8 @@ mod tests {
 
     #[test]
     fn the_cache_stays_within_its_byte_budget() {
-        let cache = EtagCache::default();
+        const MAX_BYTES: usize = 64 * 1024;
+        let cache = EtagCache::new(MAX_BYTES);
         let etag = HeaderValue::from_static("\"e\"");
         let quarter = Bytes::from(vec![0u8; MAX_BYTES / 4]);
         for n in 0..6 {
@@ -72,5 +77,12 @@ mod tests {
         drop(inner);
         assert!(cache.get(&CredentialKey::Token, "/p/0").is_none(), "the oldest went first");
         assert!(cache.get(&CredentialKey::Token, "/p/5").is_some());
+    }
+
+    #[test]
+    fn a_zero_budget_disables_the_cache() {
+        let cache = EtagCache::new(0);
+        cache.put(&CredentialKey::Token, "/p", HeaderValue::from_static("\"e\""), Bytes::from_static(b"[]"));
+        assert!(cache.get(&CredentialKey::Token, "/p").is_none());
     }
 }

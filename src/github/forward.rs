@@ -14,6 +14,7 @@ use reqwest::header::USER_AGENT;
 use super::client::{GitHubResponse, Reply};
 use super::error::GitHubError;
 use super::read::read_capped;
+use super::wire::WEBHOOKD_AGENT;
 
 /// Most bytes of a forward receiver's answer read; past them the connection
 /// is dropped. Only the status counts, the few KB let a short answer's
@@ -31,11 +32,15 @@ pub(super) async fn forward(
     // The URL may carry credentials (user:pass@, ?token=): logs and errors
     // show it without them.
     let shown = crate::redact::url_str(url);
-    let mut request = http.post(url).header(USER_AGENT, super::USER_AGENT).body(body);
+    let mut request = http.post(url).header(USER_AGENT, WEBHOOKD_AGENT).body(body);
     for (name, value) in headers {
         request = request.header(name.as_str(), value.as_str());
     }
-    let transport = |e: reqwest::Error| GitHubError::ForwardTransport { url: shown.clone(), source: e.without_url() };
+    let host = url::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
+    let transport = |e: reqwest::Error| match super::tls::describe_tls_failure(&e, &host) {
+        Some(message) => GitHubError::Tls(format!("forward to {shown}: {message}")),
+        None => GitHubError::ForwardTransport { url: shown.clone(), source: e.without_url() },
+    };
     let response = request.send().await.map_err(transport)?;
     let status = response.status();
     if !status.is_success() {

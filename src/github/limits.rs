@@ -89,31 +89,37 @@ impl Limiter {
     }
 
     /// Waits for a turn: out of any pause, after the write interval (for
-    /// writes), within the in-flight cap.
-    pub(crate) async fn acquire(&self, write: bool) -> SemaphorePermit<'_> {
+    /// writes), within the in-flight cap. A pause longer than `max_wait` is
+    /// not waited out: `Err(until)` says when it ends, and the caller hands
+    /// the delivery back to the queue instead of holding a worker.
+    pub(crate) async fn acquire(&self, write: bool, max_wait: Duration) -> Result<SemaphorePermit<'_>, Instant> {
         loop {
-            self.wait_out_pause().await;
+            self.wait_out_pause(max_wait).await?;
             if write {
                 let mut last = self.last_write.lock().await;
                 if let Some(at) = *last {
                     tokio::time::sleep_until((at + self.write_interval).into()).await;
                 }
-                self.wait_out_pause().await;
+                self.wait_out_pause(max_wait).await?;
                 *last = Some(Instant::now());
             }
             // The semaphore is never closed, so acquire cannot fail.
             let Ok(permit) = self.in_flight.acquire().await else { continue };
             if self.paused_until().is_none() {
-                return permit;
+                return Ok(permit);
             }
             // A pause began while we queued: give the slot back and wait.
         }
     }
 
-    async fn wait_out_pause(&self) {
+    async fn wait_out_pause(&self, max_wait: Duration) -> Result<(), Instant> {
         while let Some(until) = self.paused_until() {
+            if until.saturating_duration_since(Instant::now()) > max_wait {
+                return Err(until);
+            }
             tokio::time::sleep_until(until.into()).await;
         }
+        Ok(())
     }
 
     /// Reads the rate-limit headers of an answer; returns the pause it
@@ -226,5 +232,20 @@ mod tests {
                 .observe(StatusCode::FORBIDDEN, &headers(&[("x-ratelimit-remaining", "12")]), "Resource not accessible")
                 .is_none()
         );
+    }
+
+    #[tokio::test]
+    async fn a_long_pause_is_not_waited_out_a_short_one_is() {
+        let limiter = Limiter::new(1, Duration::ZERO);
+        limiter.observe(StatusCode::FORBIDDEN, &headers(&[("retry-after", "60")]), "").expect("pause");
+        let started = Instant::now();
+        let until = limiter.acquire(false, Duration::from_secs(3)).await.expect_err("60 s is too long to wait");
+        assert!(started.elapsed() < Duration::from_secs(1), "answered at once");
+        assert!(until > started + Duration::from_secs(59));
+        let short = Limiter::new(1, Duration::ZERO);
+        short.observe(StatusCode::FORBIDDEN, &headers(&[("retry-after", "1")]), "").expect("pause");
+        let permit = short.acquire(true, Duration::from_secs(3)).await.expect("a 1 s pause is waited out");
+        assert!(started.elapsed() >= Duration::from_millis(990));
+        drop(permit);
     }
 }

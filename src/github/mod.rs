@@ -4,25 +4,34 @@
 //! `auth` picks the credential, `limits` keeps GitHub's rate-limit guidance
 //! per credential, `etag` answers repeated GETs from `304`s.
 
+//!
+//! The modules depend one way (no module imports one above it):
+//! - bottom: `credential`, `wire`, `read`, `tls`, `budget`, `limits`,
+//!   `alarm`, `error` (uses `credential`, `tls`), `etag` (uses `credential`);
+//! - `auth` (uses `error`, `read`, `wire`);
+//! - `client` (the `GitHub` type: uses everything below it);
+//! - top: `api` (`GitHubApi`, on `client`) and `forward` (on `client`'s types).
+
+mod alarm;
 mod api;
 mod auth;
+mod budget;
 mod client;
+mod credential;
 mod error;
 mod etag;
 mod forward;
 mod limits;
 mod read;
+mod tls;
+mod wire;
 
+pub use alarm::CredentialAlarm;
 pub use api::GitHubApi;
-pub use auth::CredentialKey;
-pub use client::{GitHub, GitHubResponse, MAX_ANSWER_BYTES, Reply, Request, route_template};
+pub use client::{GitHub, GitHubResponse, IN_REQUEST_WAIT, MAX_ANSWER_BYTES, Reply, Request, route_template};
+pub use credential::CredentialKey;
 pub use error::GitHubError;
 pub use forward::MAX_FORWARD_ANSWER_BYTES;
 pub use limits::PauseReason;
-
-/// The GitHub REST API version every request asks for.
-pub const API_VERSION: &str = "2022-11-28";
-/// The media type GitHub recommends in `Accept`.
-pub const ACCEPT: &str = "application/vnd.github+json";
-/// `User-Agent` of every request: webhookd and its version.
-pub const USER_AGENT: &str = concat!("webhookd/", env!("CARGO_PKG_VERSION"));
+pub use tls::anchors_from_pem;
+pub use wire::{ACCEPT_JSON as ACCEPT, API_VERSION, WEBHOOKD_AGENT as USER_AGENT};

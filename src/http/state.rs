@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::body_budget::BodyBudget;
 use super::refusal_log::RefusalLog;
 use crate::config::Settings;
+use crate::github::CredentialAlarm;
 use crate::queue::DeliveryQueue;
 use crate::reload::SharedVerifier;
 use crate::telemetry::metrics::Metrics;
@@ -22,6 +23,8 @@ pub struct HttpState {
     pub refusals: RefusalLog,
     /// The memory request bodies being received hold, all together.
     pub bodies: BodyBudget,
+    /// Set by the GitHub client while GitHub refuses the App's credentials.
+    pub github_alarm: CredentialAlarm,
 }
 
 impl HttpState {
@@ -33,7 +36,14 @@ impl HttpState {
         limits: HttpLimits,
     ) -> Self {
         let bodies = BodyBudget::new(limits.body_memory);
-        Self { verifier, queue, metrics, readiness, limits, refusals: RefusalLog::default(), bodies }
+        let github_alarm = CredentialAlarm::default();
+        Self { verifier, queue, metrics, readiness, limits, refusals: RefusalLog::default(), bodies, github_alarm }
+    }
+
+    /// Shares the GitHub client's credential alarm, so `/readyz` reports it.
+    pub fn with_github_alarm(mut self, alarm: CredentialAlarm) -> Self {
+        self.github_alarm = alarm;
+        self
     }
 }
 

@@ -59,6 +59,10 @@ pub struct Metrics {
     pub github_pause_seconds: prometheus::CounterVec,
     /// Remaining GitHub quota per credential, as last reported.
     pub github_rate_limit_remaining: IntGaugeVec,
+    /// Content-creating requests a credential may still send, per window (minute, hour).
+    pub github_content_budget_remaining: IntGaugeVec,
+    /// Requests ended with "paused until T" (the delivery is deferred), per credential.
+    pub github_deferrals: IntCounterVec,
     /// Deliveries a rule matched, by rule.
     pub rule_matches: IntCounterVec,
     /// Rule actions run, by rule and outcome (ok, failed, deferred).
@@ -126,6 +130,19 @@ impl Metrics {
             &["reason"],
         )
         .unwrap_or_else(|e| invalid("webhookd_github_pause_seconds_total", e));
+        let github_deferrals = counter_vec(
+            "webhookd_github_deferrals_total",
+            "GitHub requests ended at once because their credential is paused or its content budget is spent.",
+            &["credential"],
+        );
+        let github_content_budget_remaining = IntGaugeVec::new(
+            Opts::new(
+                "webhookd_github_content_budget_remaining",
+                "Content-creating requests a credential may still send, per window (GitHub: 80/minute, 500/hour).",
+            ),
+            &["credential", "window"],
+        )
+        .unwrap_or_else(|e| invalid("webhookd_github_content_budget_remaining", e));
         let github_rate_limit_remaining = IntGaugeVec::new(
             Opts::new(
                 "webhookd_github_rate_limit_remaining",
@@ -179,6 +196,7 @@ impl Metrics {
             Box::new(deliveries_by_state.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(github_pause_seconds.clone()),
             Box::new(github_rate_limit_remaining.clone()),
+            Box::new(github_content_budget_remaining.clone()),
             Box::new(store_commit_seconds.clone()),
             Box::new(store_batch_size.clone()),
             Box::new(store_writable.clone()),
@@ -207,6 +225,8 @@ impl Metrics {
             github_retries,
             github_pauses,
             github_pause_seconds,
+            github_content_budget_remaining,
+            github_deferrals,
             github_rate_limit_remaining,
             rule_matches,
             rule_actions,

@@ -27,6 +27,7 @@ fn settings(api: &str, credential: Option<GitHubCredential>) -> GitHubSettings {
         write_interval: Duration::ZERO,
         request_timeout: Duration::from_secs(5),
         retry: ClientRetry { attempts: 4, base: Duration::from_millis(20), budget: Duration::from_secs(10) },
+        ..GitHubSettings::default()
     }
 }
 

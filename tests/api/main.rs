@@ -1,6 +1,7 @@
 //! One integration-test binary: each module starts the real application on a
 //! random port, against a mock GitHub API on loopback where GitHub is needed.
 
+mod client_scale;
 mod durability;
 mod fairness;
 mod github;
@@ -14,5 +15,6 @@ mod properties;
 mod rules;
 mod store_safety;
 mod systemd;
+mod tls;
 mod webhook;
 mod worker;

@@ -256,6 +256,7 @@ fn github_client(api: &str) -> GitHub {
         write_interval: Duration::ZERO,
         request_timeout: Duration::from_secs(10),
         retry: ClientRetry { attempts: 3, base: Duration::from_millis(10), budget: Duration::from_secs(10) },
+        ..GitHubSettings::default()
     };
     GitHub::new(&settings, Arc::new(Metrics::new())).expect("client")
 }
