@@ -184,15 +184,37 @@ async fn a_rate_limited_installation_waits_in_the_queue_while_another_is_served(
     );
 }
 
-/// The mock GitHub's comment endpoints: installation A's repository answers
+/// Labels the issue of an `issues` delivery through the shared client (an
+/// idempotent POST: outside the content-creation budget of 80 a minute,
+/// which would otherwise be what paces A's 200 deliveries), then reports
+/// the delivery id.
+struct LabellingHandler {
+    processed: mpsc::UnboundedSender<String>,
+}
+
+#[async_trait]
+impl Handler for LabellingHandler {
+    async fn handle(&self, delivery: &Delivery, github: &GitHubApi<'_>) -> Result<(), HandlerError> {
+        let payload = delivery.payload()?;
+        let repo = delivery.routing.repository.as_deref().unwrap_or("unknown/unknown");
+        let number = payload["issue"]["number"].as_u64().unwrap_or(0);
+        github
+            .post_idempotent(&format!("/repos/{repo}/issues/{number}/labels"), &json!({ "labels": ["seen"] }))
+            .await?;
+        let _ = self.processed.send(delivery.id().to_string());
+        Ok(())
+    }
+}
+
+/// The mock GitHub's label endpoints: installation A's repository answers
 /// a primary rate limit (403, no quota left, reset at `reset`) until then;
 /// every request is counted per issue.
-struct CommentEndpoint {
+struct LabelEndpoint {
     reset: SystemTime,
     calls: Arc<Mutex<HashMap<(String, u64), usize>>>,
 }
 
-impl Respond for CommentEndpoint {
+impl Respond for LabelEndpoint {
     fn respond(&self, request: &Request) -> ResponseTemplate {
         let parts: Vec<&str> = request.url.path().split('/').collect();
         let (owner, number) = (parts.get(2).copied().unwrap_or("?"), parts.get(5).and_then(|n| n.parse().ok()));
@@ -209,12 +231,10 @@ impl Respond for CommentEndpoint {
     }
 }
 
-/// The same check through the real client and a mock GitHub: needs the
-/// client to end a request on a long-paused credential with
-/// `GitHubError::Paused` instead of sleeping in `GitHub::send` (the client
-/// side of issue 12). Switch it on once that is merged.
+/// The same check through the real client and a mock GitHub: the client ends
+/// a request on a long-paused credential with `GitHubError::Paused` instead
+/// of sleeping in `GitHub::send`, and the queue defers the delivery.
 #[tokio::test]
-#[ignore = "needs the client side of issue 12 (GitHub::send returning GitHubError::Paused)"]
 async fn through_the_real_client_a_rate_limited_installation_waits_in_the_queue() {
     let github = MockServer::start().await;
     Mock::given(method("POST"))
@@ -229,11 +249,12 @@ async fn through_the_real_client_a_rate_limited_installation_waits_in_the_queue(
     let reset = SystemTime::now() + PAUSE;
     let calls = Arc::new(Mutex::new(HashMap::new()));
     Mock::given(method("POST"))
-        .and(path_regex(r"^/repos/[^/]+/repo/issues/\d+/comments$"))
-        .respond_with(CommentEndpoint { reset, calls: calls.clone() })
+        .and(path_regex(r"^/repos/[^/]+/repo/issues/\d+/labels$"))
+        .respond_with(LabelEndpoint { reset, calls: calls.clone() })
         .mount(&github)
         .await;
-    let (handler, mut processed) = crate::helpers::CommentingHandler::new();
+    let (processed_tx, mut processed) = mpsc::unbounded_channel();
+    let handler = Arc::new(LabellingHandler { processed: processed_tx });
     let (app, _keys) = spawn_app_with_github_app(handler, &github.uri()).await;
     let app = Arc::new(app);
 
@@ -258,7 +279,7 @@ async fn through_the_real_client_a_rate_limited_installation_waits_in_the_queue(
 
     let data = app.data.clone();
     Arc::into_inner(app).expect("only reference").stop().await;
-    // Each A issue got exactly one successful comment: at most a few calls
+    // Each A issue got exactly one successful label call: at most a few calls
     // (those in flight when the limit began) met the 403, none was repeated after.
     let calls = calls.lock().expect("calls").clone();
     let a_calls: usize = calls.iter().filter(|((owner, _), _)| owner == "org-a").map(|(_, n)| n).sum();
