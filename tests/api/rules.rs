@@ -339,6 +339,82 @@ async fn a_retried_delivery_does_not_comment_twice() {
     );
 }
 
+/// A rule's GitHub call meets a rate limit longer than a request may wait:
+/// the delivery is deferred (no attempt spent, the worker freed), runs again
+/// once the pause is over, finds its own comment by its mark and only does
+/// what is left.
+#[tokio::test]
+async fn a_rate_limited_rule_is_deferred_and_resumes_without_repeating_its_comment() {
+    let github = MockServer::start().await;
+    let comments: Arc<Mutex<Vec<Value>>> = Arc::new(Mutex::new(Vec::new()));
+    let record = comments.clone();
+    Mock::given(method("POST"))
+        .and(path(format!("{REPO}/issues/1/comments")))
+        .respond_with(move |request: &Request| {
+            record.lock().expect("lock").push(serde_json::from_slice(&request.body).expect("json"));
+            ResponseTemplate::new(201).set_body_json(json!({"id": 1}))
+        })
+        .mount(&github)
+        .await;
+    let listed = comments.clone();
+    Mock::given(method("GET"))
+        .and(path(format!("{REPO}/issues/1/comments")))
+        .respond_with(move |_: &Request| {
+            ResponseTemplate::new(200).set_body_json(Value::Array(listed.lock().expect("lock").clone()))
+        })
+        .mount(&github)
+        .await;
+    // The first label call meets a secondary limit of 4 s (past the client's
+    // in-request wait); later ones succeed.
+    let (labelled, mut labelled_rx) = tokio::sync::mpsc::unbounded_channel::<std::time::Instant>();
+    let label_calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = label_calls.clone();
+    Mock::given(method("POST"))
+        .and(path(format!("{REPO}/issues/1/labels")))
+        .respond_with(move |_: &Request| {
+            let _ = labelled.send(std::time::Instant::now());
+            if counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                ResponseTemplate::new(403)
+                    .insert_header("retry-after", "4")
+                    .set_body_json(json!({"message": "You have exceeded a secondary rate limit."}))
+            } else {
+                ResponseTemplate::new(200).set_body_json(json!([]))
+            }
+        })
+        .mount(&github)
+        .await;
+    let (_dir, file) = rules_file(
+        "[[rule]]\nname = \"welcome\"\non = \"issues.opened\"\n[[rule.actions]]\ncomment = \"Welcome!\"\n[[rule.actions]]\nadd_labels = [\"triage\"]\n",
+    );
+    let env = Env::from_pairs([("WEBHOOKD_RULES", file.as_str())]);
+    let handler =
+        Arc::new(RulesHandler::load(file.clone().into(), &env, Arc::new(Metrics::new())).expect("rules load"));
+    let api = github.uri();
+    let app = spawn_app(
+        &[("WEBHOOKD_GITHUB_TOKEN", TEST_TOKEN), ("WEBHOOKD_GITHUB_API_URL", &api), ("WEBHOOKD_MAX_ATTEMPTS", "1")],
+        handler,
+    )
+    .await;
+    assert_eq!(app.post_webhook("issues", fixture("issues/opened.payload.json")).await.status().as_u16(), 202);
+    let limited_at = tokio::time::timeout(WAIT, labelled_rx.recv()).await.expect("first label call").expect("open");
+    let resumed_at = tokio::time::timeout(WAIT, labelled_rx.recv()).await.expect("resumed in time").expect("open");
+    assert!(
+        resumed_at - limited_at >= std::time::Duration::from_secs(4),
+        "resumed after {:?}, before the pause ended",
+        resumed_at - limited_at
+    );
+    let data = app.data.clone();
+    let metrics = app.metrics.clone();
+    app.stop().await;
+    assert_eq!(comments.lock().expect("lock").len(), 1, "the comment was not posted again");
+    assert_eq!(label_calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(metrics.deliveries_processed.with_label_values(&["issues", "deferred"]).get(), 1);
+    // With WEBHOOKD_MAX_ATTEMPTS=1, a spent attempt would have made it dead.
+    let conn = webhookd::queue::sqlite::admin::open(&data.path().join("webhookd.db")).expect("open store");
+    let done = webhookd::queue::sqlite::admin::list(&conn, Some("done"), None, 10).expect("list");
+    assert_eq!(done.iter().map(|r| r.attempts).collect::<Vec<_>>(), vec![1], "done on its one attempt");
+}
+
 #[tokio::test]
 async fn rules_test_prints_the_calls_and_sends_nothing() {
     let (_dir, file) = rules_file(
