@@ -184,28 +184,6 @@ async fn a_rate_limited_installation_waits_in_the_queue_while_another_is_served(
     );
 }
 
-/// Labels the issue of an `issues` delivery through the shared client (an
-/// idempotent POST: outside the content-creation budget of 80 a minute,
-/// which would otherwise be what paces A's 200 deliveries), then reports
-/// the delivery id.
-struct LabellingHandler {
-    processed: mpsc::UnboundedSender<String>,
-}
-
-#[async_trait]
-impl Handler for LabellingHandler {
-    async fn handle(&self, delivery: &Delivery, github: &GitHubApi<'_>) -> Result<(), HandlerError> {
-        let payload = delivery.payload()?;
-        let repo = delivery.routing.repository.as_deref().unwrap_or("unknown/unknown");
-        let number = payload["issue"]["number"].as_u64().unwrap_or(0);
-        github
-            .post_idempotent(&format!("/repos/{repo}/issues/{number}/labels"), &json!({ "labels": ["seen"] }))
-            .await?;
-        let _ = self.processed.send(delivery.id().to_string());
-        Ok(())
-    }
-}
-
 /// The mock GitHub's label endpoints: installation A's repository answers
 /// a primary rate limit (403, no quota left, reset at `reset`) until then;
 /// every request is counted per issue.
@@ -253,8 +231,7 @@ async fn through_the_real_client_a_rate_limited_installation_waits_in_the_queue(
         .respond_with(LabelEndpoint { reset, calls: calls.clone() })
         .mount(&github)
         .await;
-    let (processed_tx, mut processed) = mpsc::unbounded_channel();
-    let handler = Arc::new(LabellingHandler { processed: processed_tx });
+    let (handler, mut processed) = crate::helpers::LabellingHandler::new();
     let (app, _keys) = spawn_app_with_github_app(handler, &github.uri()).await;
     let app = Arc::new(app);
 

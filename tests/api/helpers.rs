@@ -177,6 +177,33 @@ impl Handler for CommentingHandler {
     }
 }
 
+/// Labels the issue of an `issues` delivery through the shared client (an
+/// idempotent POST: outside the content-creation budget of 80 a minute that
+/// would pace hundreds of comments), then reports the delivery id.
+pub struct LabellingHandler {
+    processed: mpsc::UnboundedSender<String>,
+}
+
+impl LabellingHandler {
+    pub fn new() -> (Arc<Self>, mpsc::UnboundedReceiver<String>) {
+        let (processed, rx) = mpsc::unbounded_channel();
+        (Arc::new(Self { processed }), rx)
+    }
+}
+
+#[async_trait]
+impl Handler for LabellingHandler {
+    async fn handle(&self, delivery: &Delivery, github: &GitHubApi<'_>) -> Result<(), HandlerError> {
+        let payload = delivery.payload()?;
+        let repo = delivery.routing.repository.as_deref().unwrap_or("unknown/unknown");
+        let number = payload["issue"]["number"].as_u64().unwrap_or(0);
+        let labels = serde_json::json!({ "labels": ["seen"] });
+        github.post_idempotent(&format!("/repos/{repo}/issues/{number}/labels"), &labels).await?;
+        let _ = self.processed.send(delivery.id().to_string());
+        Ok(())
+    }
+}
+
 /// Receives `n` ids from `rx`, failing the test if they do not come in time.
 pub async fn receive_n(rx: &mut mpsc::UnboundedReceiver<String>, n: usize) -> Vec<String> {
     let mut ids = Vec::with_capacity(n);

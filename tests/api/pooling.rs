@@ -1,37 +1,10 @@
 //! The one shared GitHub client: N deliveries never open N connections, and
 //! stopping the app closes every pooled connection while the process lives on.
 
-use std::sync::Arc;
-
-use async_trait::async_trait;
-use tokio::sync::mpsc;
-use webhookd::delivery::Delivery;
-use webhookd::github::GitHubApi;
-use webhookd::handler::{Handler, HandlerError};
 use wiremock::matchers::{header, method, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::*;
-
-/// Labels the issue of an `issues` delivery (an idempotent POST: 200 of them
-/// are not held back by the content-creating budget of 80 a minute, as
-/// comments would be), then reports the delivery id.
-struct LabellingHandler {
-    processed: mpsc::UnboundedSender<String>,
-}
-
-#[async_trait]
-impl Handler for LabellingHandler {
-    async fn handle(&self, delivery: &Delivery, github: &GitHubApi<'_>) -> Result<(), HandlerError> {
-        let payload = delivery.payload()?;
-        let repo = delivery.routing.repository.as_deref().unwrap_or("unknown/unknown");
-        let number = payload["issue"]["number"].as_u64().unwrap_or(0);
-        let labels = serde_json::json!({ "labels": ["seen"] });
-        github.post_idempotent(&format!("/repos/{repo}/issues/{number}/labels"), &labels).await?;
-        let _ = self.processed.send(delivery.id().to_string());
-        Ok(())
-    }
-}
 
 #[tokio::test]
 async fn two_hundred_deliveries_on_four_workers_use_at_most_four_connections_all_closed_at_stop() {
@@ -46,8 +19,7 @@ async fn two_hundred_deliveries_on_four_workers_use_at_most_four_connections_all
         .mount(&github)
         .await;
     let counter = ConnectionCounter::start(*github.address()).await;
-    let (processed, mut processed_rx) = mpsc::unbounded_channel();
-    let handler = Arc::new(LabellingHandler { processed });
+    let (handler, mut processed_rx) = LabellingHandler::new();
     let app = spawn_app(
         &[
             ("WEBHOOKD_WORKERS", "4"),
