@@ -27,6 +27,14 @@ const MAX_TOKEN_ANSWER_BYTES: usize = 1024 * 1024;
 /// Installation tokens (valid one hour) are renewed this long before they expire.
 const RENEW_AHEAD: Duration = Duration::from_secs(5 * 60);
 
+/// Whether a token came from a fresh exchange (which proves the App's own
+/// credentials work) or from the cache (which proves nothing about them now).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exchanged {
+    Yes,
+    No,
+}
+
 pub(crate) enum Auth {
     Token(HeaderValue),
     App(AppAuth),
@@ -90,7 +98,7 @@ impl AppAuth {
         api_url: &Url,
         installation: u64,
         rejected: Option<&HeaderValue>,
-    ) -> Result<HeaderValue, GitHubError> {
+    ) -> Result<(HeaderValue, Exchanged), GitHubError> {
         let slot =
             self.installations.lock().unwrap_or_else(PoisonError::into_inner).entry(installation).or_default().clone();
         // One exchange per installation at a time: the others wait here and
@@ -100,13 +108,13 @@ impl AppAuth {
             let still_good = Instant::now() < token.renew_at;
             let is_rejected = rejected.is_some_and(|r| r.as_bytes() == token.header.as_bytes());
             if still_good && !is_rejected {
-                return Ok(token.header.clone());
+                return Ok((token.header.clone(), Exchanged::No));
             }
         }
         let fresh = self.exchange(http, api_url, installation).await?;
         let header = fresh.header.clone();
         *cached = Some(fresh);
-        Ok(header)
+        Ok((header, Exchanged::Yes))
     }
 
     async fn exchange(

@@ -32,7 +32,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::alarm::CredentialAlarm;
-use super::auth::{AppAuth, Auth, bearer};
+use super::auth::{AppAuth, Auth, Exchanged, bearer};
 use super::budget::ContentBudget;
 use super::credential::CredentialKey;
 use super::error::GitHubError;
@@ -206,8 +206,12 @@ impl GitHub {
             Auth::App(app) => {
                 let id = installation.ok_or(GitHubError::NoInstallation)?;
                 match app.installation_token(&self.http, &self.api_url, id, rejected).await {
-                    Ok(header) => {
-                        self.alarm.clear();
+                    Ok((header, exchanged)) => {
+                        // Only an exchange proves the App's id and key work: a
+                        // cached token of another installation says nothing.
+                        if exchanged == Exchanged::Yes {
+                            self.alarm.clear();
+                        }
                         Ok((CredentialKey::Installation(id), header))
                     }
                     Err(e) => {
@@ -236,6 +240,7 @@ impl GitHub {
         let creates_content = *method == Method::POST && !*idempotent;
         let mut rejected: Option<HeaderValue> = None;
         let mut renewed = false;
+        let mut content_token_taken = false;
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -246,13 +251,17 @@ impl GitHub {
                     return Err(self.paused(credential, until));
                 }
             }
-            if creates_content {
-                self.take_content_token(&credential)?;
-            }
             let permit = match limiter.acquire(write, IN_REQUEST_WAIT).await {
                 Ok(permit) => permit,
                 Err(until) => return Err(self.paused(credential, until)),
             };
+            // Once per request, and only when it will be sent: a request that
+            // ends paused, or is sent again (a renewed token, a retry), spends
+            // no more than the one token.
+            if creates_content && !content_token_taken {
+                self.take_content_token(&credential)?;
+                content_token_taken = true;
+            }
             let url = format!("{}{}", self.api_url.as_str().trim_end_matches('/'), path);
             let mut builder =
                 github_headers(self.http.request(method.clone(), url)).header(AUTHORIZATION, authorization.clone());

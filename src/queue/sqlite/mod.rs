@@ -149,20 +149,22 @@ impl SqliteQueue {
             .map_err(|e| open_error(format!("cannot open the body log {}: {e}", bodies.display())))?;
         // A claim counts its attempt before the handler runs, so a delivery
         // that takes the process down with it (an abort, an OOM kill) spends
-        // its attempts too: once they are gone it is dead, not a crash loop.
+        // its attempts too: past them it is dead, not a crash loop. It gets
+        // one run beyond them, since a claimed batch also counts attempts
+        // for deliveries a kill caught before any worker started them.
         let crashed = conn
             .execute(
-                "UPDATE deliveries SET state = 'dead', lease_until = NULL,
-                        last_error = 'the process stopped while processing it on each of its ' || attempts
-                                     || ' attempts (WEBHOOKD_MAX_ATTEMPTS): it may crash webhookd'
-                 WHERE state = 'running' AND attempts >= ?1",
-                [options.retry.max_attempts],
+                "UPDATE deliveries SET state = 'dead', lease_until = NULL, finished_at = ?2,
+                        last_error = 'the process stopped while processing it, ' || attempts
+                                     || ' times (past WEBHOOKD_MAX_ATTEMPTS): it may crash webhookd'
+                 WHERE state = 'running' AND attempts > ?1",
+                rusqlite::params![options.retry.max_attempts, now_ms()],
             )
             .map_err(|e| open_error(describe(&e)))?;
         if crashed > 0 {
             tracing::error!(
                 dead = crashed,
-                "deliveries a previous process left running on their last attempt are dead: \
+                "deliveries a previous process left running past their last attempt are dead: \
                  each time they ran, the process stopped (see `webhookd deliveries list --status dead`)"
             );
         }
@@ -325,11 +327,12 @@ impl SqliteQueue {
         let counted = tokio::task::spawn_blocking(move || {
             let conn = reader.lock().unwrap_or_else(PoisonError::into_inner);
             conn.prepare_cached(
-                "SELECT installation_id, count(*), sum(next_attempt_at <= ?1), min(next_attempt_at)
+                "SELECT installation_id, count(*), sum(next_attempt_at <= ?1),
+                        min(CASE WHEN next_attempt_at > ?1 THEN next_attempt_at END)
                  FROM deliveries WHERE state = 'queued' GROUP BY installation_id",
             )?
             .query_map([now], |r| {
-                Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+                Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, Option<i64>>(3)?))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()
         })
@@ -340,7 +343,10 @@ impl SqliteQueue {
             let mut due: std::collections::HashMap<Lane, usize> = std::collections::HashMap::new();
             for (installation, count, due_now, earliest) in groups {
                 queued += usize::try_from(count).unwrap_or(0);
-                next = next.min(earliest);
+                // Only what falls due later: rows due now are claimed, or
+                // wait on a paused credential (whose pause end `idle_wait`
+                // knows); counting them would make idle workers spin.
+                next = next.min(earliest.unwrap_or(i64::MAX));
                 let lane = self.options.credentials.key_for(installation.and_then(|id| u64::try_from(id).ok()));
                 *due.entry(lane).or_default() += usize::try_from(due_now).unwrap_or(0);
             }
