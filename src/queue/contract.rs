@@ -605,3 +605,22 @@ async fn measure_sqlite_backlog_drain() {
         q.shutdown().await;
     }
 }
+
+/// Idle workers do not spin while a paused credential has due rows on disk:
+/// they wait for the pause's end or the poll, not 0 ms (which ran a recount
+/// and an empty claim in a loop for as long as the pause lasted).
+#[tokio::test]
+async fn sqlite_idle_workers_wait_out_a_pause_instead_of_spinning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = SqliteQueue::open(&dir.path().join("q.db"), sqlite_options(10), Arc::new(Metrics::new())).expect("opens");
+    q.enqueue(delivery_of("a1", 1)).await.expect("queued");
+    let a1 = next(&q).await;
+    let (outcome, _) = deferred(1, Duration::from_secs(5));
+    q.finish(&a1, outcome).await;
+    // Due now, on disk (a row waits there already), its credential paused.
+    q.enqueue(delivery_of("a2", 1)).await.expect("queued");
+    assert!(tokio::time::timeout(Duration::from_millis(300), q.next()).await.is_err(), "handed out during the pause");
+    q.resync().await;
+    assert!(q.idle_wait() >= Duration::from_millis(900), "idle workers would wake every {:?}", q.idle_wait());
+    q.shutdown().await;
+}

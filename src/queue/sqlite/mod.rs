@@ -281,7 +281,7 @@ impl SqliteQueue {
 
     /// Milliseconds until the earliest scheduled retry or end of a pause,
     /// at most `POLL_INTERVAL`.
-    fn idle_wait(&self) -> Duration {
+    pub(in crate::queue) fn idle_wait(&self) -> Duration {
         let now = SystemTime::now();
         let pause_end = self.pauses.next_end(now).map_or(i64::MAX, unix_ms);
         let until = self.shared.next_retry_at.load(Ordering::SeqCst).min(pause_end).saturating_sub(unix_ms(now));
@@ -321,7 +321,7 @@ impl SqliteQueue {
 
     /// Recounts waiting rows, and those due per installation: the CLI may
     /// have changed them from outside, and retries fall due.
-    async fn resync(&self) {
+    pub(in crate::queue) async fn resync(&self) {
         let reader = self.reader.clone();
         let now = now_ms();
         let counted = tokio::task::spawn_blocking(move || {
