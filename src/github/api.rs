@@ -30,6 +30,13 @@ impl<'a> GitHubApi<'a> {
         self.github.is_dry_run()
     }
 
+    /// Takes `count` tokens of the content budget (80/min, 500/h) for
+    /// requests sent `prepaid` later, all or none: `GitHubError::Paused`
+    /// until they are there.
+    pub fn take_content_budget(&self, count: u32) -> Result<(), GitHubError> {
+        self.github.take_content_budget(self.installation, count)
+    }
+
     pub async fn request(&self, request: Request<'_>) -> Result<Reply, GitHubError> {
         self.github.send(&request, self.installation).await
     }

@@ -33,9 +33,9 @@ impl Bucket {
         self.updated = now;
     }
 
-    /// When this bucket holds a whole token again (`now` if it does).
-    fn next_token(&self, now: Instant) -> Instant {
-        let missing = 1.0 - self.tokens;
+    /// When this bucket holds `wanted` tokens (`now` if it does).
+    fn time_for(&self, wanted: f64, now: Instant) -> Instant {
+        let missing = wanted - self.tokens;
         if missing <= 0.0 {
             return now;
         }
@@ -58,15 +58,23 @@ impl ContentBudget {
     /// Takes one token from every window, or none: `Err(when)` names when
     /// the emptiest window holds a token again.
     pub(crate) fn try_take(&mut self, now: Instant) -> Result<(), Instant> {
+        self.try_take_n(now, 1)
+    }
+
+    /// Takes `count` tokens from every window, or none: `Err(when)` names
+    /// when every window holds them. A count past a window's capacity could
+    /// never be had: it is taken as the whole capacity.
+    pub(crate) fn try_take_n(&mut self, now: Instant, count: u32) -> Result<(), Instant> {
         for (_, bucket) in &mut self.buckets {
             bucket.refill(now);
         }
-        let ready = self.buckets.iter().map(|(_, b)| b.next_token(now)).max().unwrap_or(now);
+        let wanted = |b: &Bucket| f64::from(count).min(b.capacity);
+        let ready = self.buckets.iter().map(|(_, b)| b.time_for(wanted(b), now)).max().unwrap_or(now);
         if ready > now {
             return Err(ready);
         }
         for (_, bucket) in &mut self.buckets {
-            bucket.tokens -= 1.0;
+            bucket.tokens -= wanted(bucket);
         }
         Ok(())
     }
@@ -138,5 +146,20 @@ mod tests {
         budget.try_take(later).expect("token");
         let left: Vec<_> = budget.remaining().collect();
         assert_eq!(left, vec![("minute", 79), ("hour", 499)]);
+    }
+
+    #[test]
+    fn several_tokens_are_taken_all_or_none() {
+        let start = Instant::now();
+        let mut budget = ContentBudget::new(start);
+        assert!(budget.try_take_n(start, 78).is_ok());
+        let until = budget.try_take_n(start, 3).expect_err("only two left");
+        // The third token frees 0.75 s on; none was taken by the refusal.
+        assert!((secs(0.7)..=secs(0.8)).contains(&(until - start)), "{:?}", until - start);
+        assert!(budget.try_take_n(start, 2).is_ok());
+        assert!(budget.try_take_n(start, 1).is_err());
+        // More than a window holds is taken as the whole window, not never.
+        let mut fresh = ContentBudget::new(start);
+        assert!(fresh.try_take_n(start, 10_000).is_ok());
     }
 }

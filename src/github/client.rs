@@ -110,12 +110,22 @@ pub struct Request<'a> {
     /// Safe to send twice (the second has no further effect). GET, HEAD, PUT,
     /// PATCH and DELETE are; a POST only when the caller says so.
     pub idempotent: bool,
+    /// Its content-budget token was taken beforehand
+    /// (`GitHubApi::take_content_budget`).
+    pub prepaid: bool,
 }
 
 impl<'a> Request<'a> {
     pub fn new(method: Method, path: &'a str, body: Option<&'a Value>) -> Self {
         let idempotent = method != Method::POST;
-        Self { method, path, body, idempotent }
+        Self { method, path, body, idempotent, prepaid: false }
+    }
+
+    /// Marks a content-creating request whose budget token the caller took
+    /// already.
+    pub fn prepaid(mut self) -> Self {
+        self.prepaid = true;
+        self
     }
 
     /// Marks a POST as safe to repeat (adding labels, requesting reviewers).
@@ -226,7 +236,7 @@ impl GitHub {
     }
 
     pub(super) async fn send(&self, request: &Request<'_>, installation: Option<u64>) -> Result<Reply, GitHubError> {
-        let Request { method, path, body, idempotent } = request;
+        let Request { method, path, body, idempotent, prepaid } = request;
         let path = self.relative_path(path)?;
         let Some(auth) = &self.auth else {
             tracing::info!(%method, path, body = body.map(|b| b.to_string()), "dry run: GitHub call not sent (no credential configured)");
@@ -237,7 +247,7 @@ impl GitHub {
         let started = Instant::now();
         let write = !matches!(*method, Method::GET | Method::HEAD);
         // GitHub's "content-creating" requests: a POST that makes something new.
-        let creates_content = *method == Method::POST && !*idempotent;
+        let creates_content = *method == Method::POST && !*idempotent && !*prepaid;
         let mut rejected: Option<HeaderValue> = None;
         let mut renewed = false;
         let mut content_token_taken = false;
@@ -385,6 +395,23 @@ impl GitHub {
     fn paused(&self, credential: CredentialKey, until: Instant) -> GitHubError {
         self.metrics.github_deferrals.with_label_values(&[&credential.to_string()]).inc();
         GitHubError::Paused { credential, until: wall_clock(until) }
+    }
+
+    /// Takes `count` content-budget tokens of `installation`'s credential at
+    /// once, or none: lets a caller about to make that many content-creating
+    /// requests (sent `prepaid`) defer before doing anything else, instead
+    /// of redoing its other work each time a single token frees.
+    pub(super) fn take_content_budget(&self, installation: Option<u64>, count: u32) -> Result<(), GitHubError> {
+        let credential = match (&self.auth, installation) {
+            (Some(Auth::Token(_)), _) => CredentialKey::Token,
+            (Some(Auth::App(_)), Some(id)) => CredentialKey::Installation(id),
+            _ => return Ok(()),
+        };
+        let now = Instant::now();
+        let mut budgets = self.budgets.lock().unwrap_or_else(PoisonError::into_inner);
+        let taken = budgets.entry(credential.clone()).or_insert_with(|| ContentBudget::new(now)).try_take_n(now, count);
+        drop(budgets);
+        taken.map_err(|until| self.paused(credential, until))
     }
 
     /// Takes a token of `credential`'s content budget, or says when one frees.

@@ -81,7 +81,8 @@ impl RulesHandler {
                             continue;
                         }
                     }
-                    let mut request = Request::new(method, &path, body.as_ref());
+                    // Content-creating calls were paid for before the actions ran.
+                    let mut request = Request::new(method, &path, body.as_ref()).prepaid();
                     if idempotent {
                         request = request.idempotent();
                     }
@@ -130,19 +131,34 @@ impl Handler for RulesHandler {
         let ctx = plan::context(delivery, payload);
         let mut retryable = Vec::new();
         let mut permanent = Vec::new();
+        let mut matched = Vec::new();
         for rule in &set.rules {
             match super::matcher::check(&set, rule, delivery, payload, &ctx) {
-                Ok(()) => {}
+                Ok(()) => matched.push(rule),
                 Err(super::matcher::Mismatch::Filtered(reason)) => {
                     tracing::debug!(rule = rule.name, reason, "rule does not match");
-                    continue;
                 }
                 Err(super::matcher::Mismatch::Broken(reason)) => {
                     // Likely a typo in the rule: say so louder than a plain mismatch.
                     tracing::warn!(rule = rule.name, reason, "rule skipped: its condition cannot be evaluated");
-                    continue;
                 }
             }
+        }
+        // With the content budget spent, defer before any action runs: every
+        // worker that takes one of these deliveries while a token is short
+        // would otherwise redo its labels and forwards first, each time.
+        // Taking every token it needs at once, it cannot lose a race for the
+        // last one halfway through either.
+        let content = matched.iter().flat_map(|rule| &rule.actions).filter(|a| a.creates_content()).count();
+        if content > 0 {
+            if let Err(GitHubError::Paused { credential, until }) =
+                github.take_content_budget(u32::try_from(content).unwrap_or(u32::MAX))
+            {
+                tracing::info!(%credential, "content-creating budget spent; the delivery is deferred before any action");
+                return Err(HandlerError::Deferred { credential, until });
+            }
+        }
+        for rule in matched {
             tracing::info!(rule = rule.name, "rule matched");
             self.metrics.rule_matches.with_label_values(&[&rule.name]).inc();
             for (index, action) in rule.actions.iter().enumerate() {

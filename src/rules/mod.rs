@@ -93,6 +93,12 @@ pub enum Action {
 }
 
 impl Action {
+    /// Whether the action creates content (a comment, a check run, a
+    /// dispatch): GitHub budgets those per credential (80/min, 500/h).
+    pub fn creates_content(&self) -> bool {
+        matches!(self, Self::Comment(_) | Self::CheckRun { .. } | Self::Dispatch { .. })
+    }
+
     /// The action's key in the rules file.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -415,6 +415,72 @@ async fn a_rate_limited_rule_is_deferred_and_resumes_without_repeating_its_comme
     assert_eq!(done.iter().map(|r| r.attempts).collect::<Vec<_>>(), vec![1], "done on its one attempt");
 }
 
+/// Past the content budget (80 comments a minute), a delivery whose rule
+/// also labels is deferred before any of its actions: its labels are not
+/// added again each time a token frees and a worker takes it up.
+#[tokio::test]
+async fn past_the_content_budget_a_delivery_defers_before_repeating_its_other_actions() {
+    const DELIVERIES: u64 = 83;
+    let github = MockServer::start().await;
+    let count = |counter: &Arc<std::sync::atomic::AtomicUsize>, status: u16| {
+        let counter = counter.clone();
+        move |_: &Request| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            ResponseTemplate::new(status).set_body_json(json!({"id": 1}))
+        }
+    };
+    let labels = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let comments = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    Mock::given(method("POST"))
+        .and(wiremock::matchers::path_regex(r"/issues/\d+/labels$"))
+        .respond_with(count(&labels, 200))
+        .mount(&github)
+        .await;
+    Mock::given(method("POST"))
+        .and(wiremock::matchers::path_regex(r"/issues/\d+/comments$"))
+        .respond_with(count(&comments, 201))
+        .mount(&github)
+        .await;
+    Mock::given(method("GET"))
+        .and(wiremock::matchers::path_regex(r"/issues/\d+/comments$"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+        .mount(&github)
+        .await;
+    let (_dir, file) = rules_file(
+        "[[rule]]\nname = \"welcome\"\non = \"issues.opened\"\n[[rule.actions]]\nadd_labels = [\"triage\"]\n[[rule.actions]]\ncomment = \"Welcome!\"\n",
+    );
+    let env = Env::from_pairs([("WEBHOOKD_RULES", file.as_str())]);
+    let handler =
+        Arc::new(RulesHandler::load(file.clone().into(), &env, Arc::new(Metrics::new())).expect("rules load"));
+    let api = github.uri();
+    let app = spawn_app(
+        &[("WEBHOOKD_GITHUB_TOKEN", TEST_TOKEN), ("WEBHOOKD_GITHUB_API_URL", &api), ("WEBHOOKD_WORKERS", "8")],
+        handler,
+    )
+    .await;
+    for number in 1..=DELIVERIES {
+        assert_eq!(app.post_webhook("issues", issue_body(number)).await.status().as_u16(), 202);
+    }
+    // 80 at once, then one every 0.75 s: the last three within a few seconds.
+    let deadline = std::time::Instant::now() + WAIT;
+    while comments.load(std::sync::atomic::Ordering::SeqCst) < DELIVERIES as usize {
+        assert!(std::time::Instant::now() < deadline, "only {comments:?} comments in time");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let metrics = app.metrics.clone();
+    app.stop().await;
+    assert_eq!(comments.load(std::sync::atomic::Ordering::SeqCst), DELIVERIES as usize);
+    assert_eq!(
+        labels.load(std::sync::atomic::Ordering::SeqCst),
+        DELIVERIES as usize,
+        "labels added again on a deferral"
+    );
+    assert!(
+        metrics.deliveries_processed.with_label_values(&["issues", "deferred"]).get() >= 1,
+        "the budget deferred some"
+    );
+}
+
 #[tokio::test]
 async fn rules_test_prints_the_calls_and_sends_nothing() {
     let (_dir, file) = rules_file(
