@@ -97,8 +97,12 @@ impl Limiter {
             self.wait_out_pause(max_wait).await?;
             if write {
                 let mut last = self.last_write.lock().await;
-                if let Some(at) = *last {
-                    tokio::time::sleep_until((at + self.write_interval).into()).await;
+                // A wait already over is skipped: a zero-length timer still
+                // waits for the timer's next tick (about 1 ms), holding the
+                // write lock, so writes with a 0 interval went 1 ms apart.
+                let due = last.map(|at| at + self.write_interval).filter(|due| *due > Instant::now());
+                if let Some(due) = due {
+                    tokio::time::sleep_until(due.into()).await;
                 }
                 self.wait_out_pause(max_wait).await?;
                 *last = Some(Instant::now());
