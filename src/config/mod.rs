@@ -17,8 +17,8 @@ use url::Url;
 pub use env::{DEFAULT_ENV_FILE, Env};
 pub use parse::webhook_secrets;
 use parse::{
-    default_workers, in_duration_range, parse_api_url, parse_duration, parse_in_range, parse_listen, parse_log_filter,
-    parse_log_format, parse_rules, parse_seconds, parse_store, read_credential,
+    default_workers, duration_in, parse_api_url, parse_in_range, parse_listen, parse_log_filter, parse_log_format,
+    parse_rules, parse_store, read_credential, seconds_in,
 };
 
 /// GitHub's own cap on a webhook payload: 25 MiB.
@@ -251,22 +251,10 @@ impl Settings {
         let api_url = keep(e, parse_api_url(env));
         let concurrency =
             keep(e, parse_in_range(env, "WEBHOOKD_GITHUB_CONCURRENCY", 10_usize, 1..=MAX_GITHUB_CONCURRENCY));
-        let write_interval = keep(
-            e,
-            in_duration_range(
-                "WEBHOOKD_GITHUB_WRITE_INTERVAL",
-                parse_duration(env, "WEBHOOKD_GITHUB_WRITE_INTERVAL", Duration::from_secs(1)),
-                ranges::WRITE_INTERVAL,
-            ),
-        );
-        let request_timeout = keep(
-            e,
-            in_duration_range(
-                "WEBHOOKD_GITHUB_TIMEOUT",
-                parse_duration(env, "WEBHOOKD_GITHUB_TIMEOUT", Duration::from_secs(30)),
-                ranges::GITHUB_TIMEOUT,
-            ),
-        );
+        let write_interval =
+            keep(e, duration_in(env, "WEBHOOKD_GITHUB_WRITE_INTERVAL", Duration::from_secs(1), ranges::WRITE_INTERVAL));
+        let request_timeout =
+            keep(e, duration_in(env, "WEBHOOKD_GITHUB_TIMEOUT", Duration::from_secs(30), ranges::GITHUB_TIMEOUT));
         let cache_bytes = keep(
             e,
             parse_in_range(env, "WEBHOOKD_GITHUB_CACHE_BYTES", DEFAULT_GITHUB_CACHE_BYTES, 0..=MAX_GITHUB_CACHE_BYTES),
@@ -283,24 +271,12 @@ impl Settings {
             keep(e, parse_in_range(env, "WEBHOOKD_QUEUE_CAPACITY", default_capacity, 1..=max_capacity));
         let retention = keep(e, parse_retention(env));
         let max_attempts = keep(e, parse_in_range(env, "WEBHOOKD_MAX_ATTEMPTS", 8_u32, 1..=MAX_ATTEMPTS_LIMIT));
-        let retry_backoff = keep(
-            e,
-            in_duration_range(
-                "WEBHOOKD_RETRY_BACKOFF",
-                parse_duration(env, "WEBHOOKD_RETRY_BACKOFF", Duration::from_secs(10)),
-                ranges::RETRY_BACKOFF,
-            ),
-        );
+        let retry_backoff =
+            keep(e, duration_in(env, "WEBHOOKD_RETRY_BACKOFF", Duration::from_secs(10), ranges::RETRY_BACKOFF));
         let max_body =
             keep(e, parse_in_range(env, "WEBHOOKD_MAX_BODY", DEFAULT_MAX_BODY_BYTES, 1..=MAX_BODY_LIMIT_BYTES));
-        let body_timeout = keep(
-            e,
-            in_duration_range(
-                "WEBHOOKD_BODY_TIMEOUT",
-                parse_duration(env, "WEBHOOKD_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT),
-                ranges::BODY_TIMEOUT,
-            ),
-        );
+        let body_timeout =
+            keep(e, duration_in(env, "WEBHOOKD_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT, ranges::BODY_TIMEOUT));
         let max_connections = keep(
             e,
             parse_in_range(env, "WEBHOOKD_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, 1..=MAX_CONNECTIONS_LIMIT),
@@ -319,22 +295,10 @@ impl Settings {
                 },
             ),
         );
-        let shutdown_timeout = keep(
-            e,
-            in_duration_range(
-                "WEBHOOKD_SHUTDOWN_TIMEOUT",
-                parse_seconds(env, "WEBHOOKD_SHUTDOWN_TIMEOUT", Duration::from_secs(30)),
-                ranges::SHUTDOWN_TIMEOUT,
-            ),
-        );
-        let stall_timeout = keep(
-            e,
-            in_duration_range(
-                "WEBHOOKD_STALL_TIMEOUT",
-                parse_duration(env, "WEBHOOKD_STALL_TIMEOUT", Duration::from_secs(15 * 60)),
-                ranges::STALL_TIMEOUT,
-            ),
-        );
+        let shutdown_timeout =
+            keep(e, seconds_in(env, "WEBHOOKD_SHUTDOWN_TIMEOUT", Duration::from_secs(30), ranges::SHUTDOWN_TIMEOUT));
+        let stall_timeout =
+            keep(e, duration_in(env, "WEBHOOKD_STALL_TIMEOUT", Duration::from_secs(15 * 60), ranges::STALL_TIMEOUT));
         let rules = keep(e, parse_rules(env));
         let log_format = keep(e, parse_log_format(env));
         let log_filter = keep(e, parse_log_filter(env));
@@ -446,11 +410,7 @@ fn parse_trust(env: &Env) -> Result<GitHubTrust, ConfigError> {
 
 /// `WEBHOOKD_RETENTION`: how long finished deliveries are remembered.
 fn parse_retention(env: &Env) -> Result<Duration, ConfigError> {
-    in_duration_range(
-        "WEBHOOKD_RETENTION",
-        parse_duration(env, "WEBHOOKD_RETENTION", Duration::from_secs(7 * 24 * 3600)),
-        ranges::RETENTION,
-    )
+    duration_in(env, "WEBHOOKD_RETENTION", Duration::from_secs(7 * 24 * 3600), ranges::RETENTION)
 }
 
 /// The value of `result`, or `None` with its error added to `errors`.

@@ -188,6 +188,26 @@ pub(super) fn parse_in_range<T: FromStr + PartialOrd + Display + Copy>(
     Ok(value)
 }
 
+/// The duration `var` (default `default`), within `range`.
+pub(super) fn duration_in(
+    env: &Env,
+    var: &str,
+    default: Duration,
+    range: RangeInclusive<Duration>,
+) -> Result<Duration, ConfigError> {
+    in_duration_range(var, parse_duration(env, var, default), range)
+}
+
+/// As `duration_in`, also taking plain whole seconds (`30`).
+pub(super) fn seconds_in(
+    env: &Env,
+    var: &str,
+    default: Duration,
+    range: RangeInclusive<Duration>,
+) -> Result<Duration, ConfigError> {
+    in_duration_range(var, parse_seconds(env, var, default), range)
+}
+
 /// `duration` checked to lie within `range`, so that no time arithmetic
 /// on it can overflow and no wait is zero where zero makes no sense.
 pub(super) fn in_duration_range(

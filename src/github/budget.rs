@@ -55,16 +55,10 @@ impl ContentBudget {
         Self { buckets: WINDOWS.iter().map(|(label, n, window)| (*label, Bucket::new(*n, *window, now))).collect() }
     }
 
-    /// Takes one token from every window, or none: `Err(when)` names when
-    /// the emptiest window holds a token again.
-    pub(crate) fn try_take(&mut self, now: Instant) -> Result<(), Instant> {
-        self.try_take_n(now, 1)
-    }
-
     /// Takes `count` tokens from every window, or none: `Err(when)` names
     /// when every window holds them. A count past a window's capacity could
     /// never be had: it is taken as the whole capacity.
-    pub(crate) fn try_take_n(&mut self, now: Instant, count: u32) -> Result<(), Instant> {
+    pub(crate) fn try_take(&mut self, now: Instant, count: u32) -> Result<(), Instant> {
         for (_, bucket) in &mut self.buckets {
             bucket.refill(now);
         }
@@ -98,13 +92,13 @@ mod tests {
         let start = Instant::now();
         let mut budget = ContentBudget::new(start);
         for n in 0..80 {
-            assert!(budget.try_take(start).is_ok(), "request {n} of the first minute");
+            assert!(budget.try_take(start, 1).is_ok(), "request {n} of the first minute");
         }
-        let next = budget.try_take(start).expect_err("the 81st waits");
+        let next = budget.try_take(start, 1).expect_err("the 81st waits");
         // 80 per 60 s: one token every 0.75 s.
         assert!((next - start).abs_diff(secs(0.75)) < secs(0.001), "{:?}", next - start);
-        assert!(budget.try_take(start + secs(0.74)).is_err());
-        assert!(budget.try_take(start + secs(0.76)).is_ok());
+        assert!(budget.try_take(start + secs(0.74), 1).is_err());
+        assert!(budget.try_take(start + secs(0.76), 1).is_ok());
         let left: Vec<_> = budget.remaining().collect();
         assert_eq!(left, vec![("minute", 0), ("hour", 419)]);
     }
@@ -117,7 +111,7 @@ mod tests {
         let mut now = start;
         let mut taken = 0u32;
         for _ in 0..100_000 {
-            match budget.try_take(now) {
+            match budget.try_take(now, 1) {
                 Ok(()) => taken += 1,
                 Err(at) => now = at,
             }
@@ -125,12 +119,12 @@ mod tests {
                 break;
             }
         }
-        while budget.try_take(now).is_ok() {
+        while budget.try_take(now, 1).is_ok() {
             taken += 1;
         }
         // 500 at once plus 500/h refill over 10 minutes: about 583, never 80 x 10.
         assert!((580..=585).contains(&taken), "{taken} in ten minutes");
-        let at = budget.try_take(now).expect_err("the hour window is empty");
+        let at = budget.try_take(now, 1).expect_err("the hour window is empty");
         // The hour window refills one token every 7.2 s.
         assert!(at - now <= secs(7.2) && at > now, "{:?}", at - now);
     }
@@ -140,10 +134,10 @@ mod tests {
         let start = Instant::now();
         let mut budget = ContentBudget::new(start);
         for _ in 0..10 {
-            budget.try_take(start).expect("token");
+            budget.try_take(start, 1).expect("token");
         }
         let later = start + secs(7200.0);
-        budget.try_take(later).expect("token");
+        budget.try_take(later, 1).expect("token");
         let left: Vec<_> = budget.remaining().collect();
         assert_eq!(left, vec![("minute", 79), ("hour", 499)]);
     }
@@ -152,14 +146,14 @@ mod tests {
     fn several_tokens_are_taken_all_or_none() {
         let start = Instant::now();
         let mut budget = ContentBudget::new(start);
-        assert!(budget.try_take_n(start, 78).is_ok());
-        let until = budget.try_take_n(start, 3).expect_err("only two left");
+        assert!(budget.try_take(start, 78).is_ok());
+        let until = budget.try_take(start, 3).expect_err("only two left");
         // The third token frees 0.75 s on; none was taken by the refusal.
         assert!((secs(0.7)..=secs(0.8)).contains(&(until - start)), "{:?}", until - start);
-        assert!(budget.try_take_n(start, 2).is_ok());
-        assert!(budget.try_take_n(start, 1).is_err());
+        assert!(budget.try_take(start, 2).is_ok());
+        assert!(budget.try_take(start, 1).is_err());
         // More than a window holds is taken as the whole window, not never.
         let mut fresh = ContentBudget::new(start);
-        assert!(fresh.try_take_n(start, 10_000).is_ok());
+        assert!(fresh.try_take(start, 10_000).is_ok());
     }
 }

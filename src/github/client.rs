@@ -269,7 +269,7 @@ impl GitHub {
             // ends paused, or is sent again (a renewed token, a retry), spends
             // no more than the one token.
             if creates_content && !content_token_taken {
-                self.take_content_token(&credential)?;
+                self.take_content_tokens(&credential, 1)?;
                 content_token_taken = true;
             }
             let url = format!("{}{}", self.api_url.as_str().trim_end_matches('/'), path);
@@ -402,24 +402,20 @@ impl GitHub {
     /// requests (sent `prepaid`) defer before doing anything else, instead
     /// of redoing its other work each time a single token frees.
     pub(super) fn take_content_budget(&self, installation: Option<u64>, count: u32) -> Result<(), GitHubError> {
-        let credential = match (&self.auth, installation) {
-            (Some(Auth::Token(_)), _) => CredentialKey::Token,
-            (Some(Auth::App(_)), Some(id)) => CredentialKey::Installation(id),
-            _ => return Ok(()),
-        };
-        let now = Instant::now();
-        let mut budgets = self.budgets.lock().unwrap_or_else(PoisonError::into_inner);
-        let taken = budgets.entry(credential.clone()).or_insert_with(|| ContentBudget::new(now)).try_take_n(now, count);
-        drop(budgets);
-        taken.map_err(|until| self.paused(credential, until))
+        match (&self.auth, installation) {
+            (Some(Auth::Token(_)), _) => self.take_content_tokens(&CredentialKey::Token, count),
+            (Some(Auth::App(_)), Some(id)) => self.take_content_tokens(&CredentialKey::Installation(id), count),
+            _ => Ok(()),
+        }
     }
 
-    /// Takes a token of `credential`'s content budget, or says when one frees.
-    fn take_content_token(&self, credential: &CredentialKey) -> Result<(), GitHubError> {
+    /// Takes `count` tokens of `credential`'s content budget, or none and
+    /// says when they free.
+    fn take_content_tokens(&self, credential: &CredentialKey, count: u32) -> Result<(), GitHubError> {
         let now = Instant::now();
         let mut budgets = self.budgets.lock().unwrap_or_else(PoisonError::into_inner);
         let budget = budgets.entry(credential.clone()).or_insert_with(|| ContentBudget::new(now));
-        let taken = budget.try_take(now);
+        let taken = budget.try_take(now, count);
         let label = credential.to_string();
         for (window, left) in budget.remaining() {
             self.metrics.github_content_budget_remaining.with_label_values(&[&label, window]).set(left);
