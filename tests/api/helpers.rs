@@ -270,3 +270,27 @@ impl ConnectionCounter {
         }
     }
 }
+
+/// Reads a raw answer until the server closes the connection (a reset once
+/// bytes arrived counts as a close), failing the test after `WAIT`;
+/// `context` goes into the failure message.
+pub async fn read_to_close(stream: &mut TcpStream, context: &str) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut raw = Vec::new();
+    let read = tokio::time::timeout(WAIT, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+                Err(_) if !raw.is_empty() => break,
+                Err(e) => panic!("reading the answer failed: {e} ({context})"),
+            }
+        }
+    })
+    .await;
+    read.unwrap_or_else(|_| {
+        panic!("connection not closed in time ({context}); read so far: {:?}", String::from_utf8_lossy(&raw))
+    });
+    raw
+}

@@ -59,22 +59,7 @@ struct Answer {
 
 /// Reads until the server closes the connection (failing after `WAIT`).
 async fn read_until_closed(stream: &mut TcpStream) -> Answer {
-    let mut raw = Vec::new();
-    let read = tokio::time::timeout(WAIT, async {
-        let mut buf = [0u8; 4096];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) => break,
-                Ok(n) => raw.extend_from_slice(&buf[..n]),
-                // A reset after the answer arrived is a close too.
-                Err(_) if !raw.is_empty() => break,
-                Err(e) => panic!("reading the answer failed: {e}"),
-            }
-        }
-    })
-    .await;
-    read.unwrap_or_else(|_| panic!("connection not closed in time; read so far: {:?}", String::from_utf8_lossy(&raw)));
-    parse_answer(&raw)
+    parse_answer(&read_to_close(stream, "a hostile request").await)
 }
 
 fn parse_answer(raw: &[u8]) -> Answer {

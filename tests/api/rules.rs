@@ -27,6 +27,22 @@ fn rules_file(rules: &str) -> (tempfile::TempDir, String) {
     (dir, file)
 }
 
+/// Starts the app with the rules `rules`, a token and `github` as the API,
+/// plus `extra` variables; the folder holding the rules file lives as long
+/// as the result.
+async fn spawn_rules_app(github: &MockServer, rules: &str, extra: &[(&str, &str)]) -> (TestApp, tempfile::TempDir) {
+    let (dir, file) = rules_file(rules);
+    let mut pairs: Vec<(&str, &str)> = extra.to_vec();
+    pairs.push(("WEBHOOKD_RULES", &file));
+    let env = Env::from_pairs(pairs.iter().copied());
+    let handler =
+        Arc::new(RulesHandler::load(file.clone().into(), &env, Arc::new(Metrics::new())).expect("rules load"));
+    let api = github.uri();
+    let mut vars = vec![("WEBHOOKD_GITHUB_TOKEN", TEST_TOKEN), ("WEBHOOKD_GITHUB_API_URL", api.as_str())];
+    vars.extend_from_slice(extra);
+    (spawn_app(&vars, handler).await, dir)
+}
+
 /// Runs the app with `rules` against `github` (and extra variables), posts
 /// one delivery of `event` from `fixture` with id `id`, and stops once it has
 /// been processed (the drain finishes it).
@@ -38,19 +54,34 @@ async fn deliver_through_rules(
     id: &str,
     extra: &[(&str, &str)],
 ) {
-    let (_dir, file) = rules_file(rules);
-    let mut pairs: Vec<(&str, &str)> = extra.to_vec();
-    pairs.push(("WEBHOOKD_RULES", &file));
-    let env = Env::from_pairs(pairs.iter().copied());
-    let metrics = Arc::new(Metrics::new());
-    let handler = Arc::new(RulesHandler::load(file.clone().into(), &env, metrics).expect("rules load"));
-    let api = github.uri();
-    let mut vars = vec![("WEBHOOKD_GITHUB_TOKEN", TEST_TOKEN), ("WEBHOOKD_GITHUB_API_URL", api.as_str())];
-    vars.extend_from_slice(extra);
-    let app = spawn_app(&vars, handler).await;
+    let (app, _dir) = spawn_rules_app(github, rules, extra).await;
     let response = app.webhook(event, id, fixture(fixture_path)).send().await.expect("sent");
     assert_eq!(response.status().as_u16(), 202);
     app.stop().await;
+}
+
+/// Issue 1's comments on `github`: a POST creates one (recorded, in the
+/// returned list), a GET lists those made, so a retry can find its mark.
+async fn mount_comments(github: &MockServer) -> Arc<Mutex<Vec<Value>>> {
+    let comments: Arc<Mutex<Vec<Value>>> = Arc::new(Mutex::new(Vec::new()));
+    let record = comments.clone();
+    Mock::given(method("POST"))
+        .and(path(format!("{REPO}/issues/1/comments")))
+        .respond_with(move |request: &Request| {
+            record.lock().expect("lock").push(serde_json::from_slice(&request.body).expect("json"));
+            ResponseTemplate::new(201).set_body_json(json!({"id": 1}))
+        })
+        .mount(github)
+        .await;
+    let listed = comments.clone();
+    Mock::given(method("GET"))
+        .and(path(format!("{REPO}/issues/1/comments")))
+        .respond_with(move |_: &Request| {
+            ResponseTemplate::new(200).set_body_json(Value::Array(listed.lock().expect("lock").clone()))
+        })
+        .mount(github)
+        .await;
+    comments
 }
 
 async fn expect_call(github: &MockServer, verb: &str, url_path: &str, body: Value) {
@@ -315,15 +346,10 @@ async fn a_retried_delivery_does_not_comment_twice() {
         })
         .mount(&github)
         .await;
-    let (_dir, file) =
-        rules_file("[[rule]]\nname = \"welcome\"\non = \"issues.opened\"\n[[rule.actions]]\ncomment = \"Welcome!\"\n");
-    let env = Env::from_pairs([("WEBHOOKD_RULES", file.as_str())]);
-    let metrics = Arc::new(Metrics::new());
-    let handler = Arc::new(RulesHandler::load(file.clone().into(), &env, metrics).expect("rules load"));
-    let api = github.uri();
-    let app = spawn_app(
-        &[("WEBHOOKD_GITHUB_TOKEN", TEST_TOKEN), ("WEBHOOKD_GITHUB_API_URL", &api), ("WEBHOOKD_RETRY_BACKOFF", "50ms")],
-        handler,
+    let (app, _dir) = spawn_rules_app(
+        &github,
+        "[[rule]]\nname = \"welcome\"\non = \"issues.opened\"\n[[rule.actions]]\ncomment = \"Welcome!\"\n",
+        &[("WEBHOOKD_RETRY_BACKOFF", "50ms")],
     )
     .await;
     assert_eq!(app.post_webhook("issues", fixture("issues/opened.payload.json")).await.status().as_u16(), 202);
@@ -346,24 +372,7 @@ async fn a_retried_delivery_does_not_comment_twice() {
 #[tokio::test]
 async fn a_rate_limited_rule_is_deferred_and_resumes_without_repeating_its_comment() {
     let github = MockServer::start().await;
-    let comments: Arc<Mutex<Vec<Value>>> = Arc::new(Mutex::new(Vec::new()));
-    let record = comments.clone();
-    Mock::given(method("POST"))
-        .and(path(format!("{REPO}/issues/1/comments")))
-        .respond_with(move |request: &Request| {
-            record.lock().expect("lock").push(serde_json::from_slice(&request.body).expect("json"));
-            ResponseTemplate::new(201).set_body_json(json!({"id": 1}))
-        })
-        .mount(&github)
-        .await;
-    let listed = comments.clone();
-    Mock::given(method("GET"))
-        .and(path(format!("{REPO}/issues/1/comments")))
-        .respond_with(move |_: &Request| {
-            ResponseTemplate::new(200).set_body_json(Value::Array(listed.lock().expect("lock").clone()))
-        })
-        .mount(&github)
-        .await;
+    let comments = mount_comments(&github).await;
     // The first label call meets a secondary limit of 4 s (past the client's
     // in-request wait); later ones succeed.
     let (labelled, mut labelled_rx) = tokio::sync::mpsc::unbounded_channel::<std::time::Instant>();
@@ -383,16 +392,10 @@ async fn a_rate_limited_rule_is_deferred_and_resumes_without_repeating_its_comme
         })
         .mount(&github)
         .await;
-    let (_dir, file) = rules_file(
+    let (app, _dir) = spawn_rules_app(
+        &github,
         "[[rule]]\nname = \"welcome\"\non = \"issues.opened\"\n[[rule.actions]]\ncomment = \"Welcome!\"\n[[rule.actions]]\nadd_labels = [\"triage\"]\n",
-    );
-    let env = Env::from_pairs([("WEBHOOKD_RULES", file.as_str())]);
-    let handler =
-        Arc::new(RulesHandler::load(file.clone().into(), &env, Arc::new(Metrics::new())).expect("rules load"));
-    let api = github.uri();
-    let app = spawn_app(
-        &[("WEBHOOKD_GITHUB_TOKEN", TEST_TOKEN), ("WEBHOOKD_GITHUB_API_URL", &api), ("WEBHOOKD_MAX_ATTEMPTS", "1")],
-        handler,
+        &[("WEBHOOKD_MAX_ATTEMPTS", "1")],
     )
     .await;
     assert_eq!(app.post_webhook("issues", fixture("issues/opened.payload.json")).await.status().as_u16(), 202);
@@ -446,16 +449,10 @@ async fn past_the_content_budget_a_delivery_defers_before_repeating_its_other_ac
         .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
         .mount(&github)
         .await;
-    let (_dir, file) = rules_file(
+    let (app, _dir) = spawn_rules_app(
+        &github,
         "[[rule]]\nname = \"welcome\"\non = \"issues.opened\"\n[[rule.actions]]\nadd_labels = [\"triage\"]\n[[rule.actions]]\ncomment = \"Welcome!\"\n",
-    );
-    let env = Env::from_pairs([("WEBHOOKD_RULES", file.as_str())]);
-    let handler =
-        Arc::new(RulesHandler::load(file.clone().into(), &env, Arc::new(Metrics::new())).expect("rules load"));
-    let api = github.uri();
-    let app = spawn_app(
-        &[("WEBHOOKD_GITHUB_TOKEN", TEST_TOKEN), ("WEBHOOKD_GITHUB_API_URL", &api), ("WEBHOOKD_WORKERS", "8")],
-        handler,
+        &[("WEBHOOKD_WORKERS", "8")],
     )
     .await;
     for number in 1..=DELIVERIES {
@@ -618,24 +615,7 @@ async fn sighup_with_a_broken_file_keeps_the_old_rules() {
 #[tokio::test]
 async fn a_replayed_delivery_does_not_comment_again() {
     let github = MockServer::start().await;
-    let created: Arc<Mutex<Vec<Value>>> = Arc::new(Mutex::new(Vec::new()));
-    let record = created.clone();
-    Mock::given(method("POST"))
-        .and(path(format!("{REPO}/issues/1/comments")))
-        .respond_with(move |request: &Request| {
-            record.lock().expect("lock").push(serde_json::from_slice(&request.body).expect("json"));
-            ResponseTemplate::new(201).set_body_json(json!({}))
-        })
-        .mount(&github)
-        .await;
-    let listed = created.clone();
-    Mock::given(method("GET"))
-        .and(path(format!("{REPO}/issues/1/comments")))
-        .respond_with(move |_: &Request| {
-            ResponseTemplate::new(200).set_body_json(Value::Array(listed.lock().expect("lock").clone()))
-        })
-        .mount(&github)
-        .await;
+    let created = mount_comments(&github).await;
     // The label action fails for good, so the delivery ends dead after the comment was made.
     Mock::given(method("POST"))
         .and(path(format!("{REPO}/issues/1/labels")))

@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 use secrecy::SecretString;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 use webhookd::webhook::signature;
 use webhookd::{Delivery, GitHubApi, Handler, HandlerError};
@@ -163,21 +163,7 @@ async fn post_chunked(app: &TestApp, headers: &[(&str, &str)], chunks: &[Vec<u8>
     }
     .await;
 
-    let mut raw = Vec::new();
-    let read = tokio::time::timeout(WAIT, async {
-        let mut buf = [0u8; 4096];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) => break,
-                Ok(n) => raw.extend_from_slice(&buf[..n]),
-                // A reset after the answer arrived ends the read, not the test.
-                Err(_) if !raw.is_empty() => break,
-                Err(e) => panic!("reading the answer failed: {e} (writing: {written:?})"),
-            }
-        }
-    })
-    .await;
-    read.expect("answer in time");
+    let raw = read_to_close(&mut stream, &format!("writing: {written:?}")).await;
 
     let text_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| {
         panic!("no complete HTTP answer (writing: {written:?}): {:?}", String::from_utf8_lossy(&raw))
