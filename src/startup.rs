@@ -76,6 +76,7 @@ pub enum StartError {
 impl StartError {
     pub fn exit_code(&self) -> u8 {
         match self {
+            Self::Store(StoreError::Unreachable { .. }) => 1,
             Self::Store(_) => 2,
             Self::Other(_) => 1,
         }
@@ -144,7 +145,7 @@ impl Application {
                 .with_context(|| format!("cannot listen on {} (WEBHOOKD_LISTEN)", settings.listen))?,
         };
         let local_addr = listener.local_addr().context("reading the listener's address")?;
-        let queue = queue::open(settings, metrics.clone())?;
+        let queue = queue::open(settings, metrics.clone()).await?;
         if settings.store == StoreKind::Memory {
             tracing::warn!(
                 "WEBHOOKD_STORE=memory: accepted deliveries are held in memory only and lost if the process dies"

@@ -27,6 +27,7 @@ pub fn check(env: &Env) -> ExitCode {
     let store = match &s.store {
         StoreKind::Memory => "memory (volatile: lost if the process dies)".to_owned(),
         StoreKind::Sqlite(path) => format!("sqlite:{} (durable)", path.display()),
+        StoreKind::Postgres(url) => format!("{} (durable, shared by every instance using it)", url.shown()),
     };
     out!("configuration OK");
     out!("  listen            {}", s.listen);

@@ -149,11 +149,7 @@ fn print_table(rows: &[Summary]) {
 /// The payload as JSON (decoding GitHub's form encoding), or the raw text.
 fn payload_value(body: &[u8], content_kind: &str) -> Value {
     let raw = bytes::Bytes::copy_from_slice(body);
-    let kind = if content_kind == "form" {
-        crate::webhook::body::ContentKind::Form
-    } else {
-        crate::webhook::body::ContentKind::Json
-    };
+    let kind = crate::webhook::body::ContentKind::from_name(content_kind);
     crate::webhook::body::json_bytes(kind, &raw)
         .ok()
         .and_then(|json| serde_json::from_slice(&json).ok())

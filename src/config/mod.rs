@@ -5,6 +5,7 @@
 mod env;
 mod parse;
 mod secrets;
+mod store;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -20,7 +21,10 @@ use parse::{
     default_workers, duration_in, parse_api_url, parse_in_range, parse_listen, parse_log_filter, parse_log_format,
     parse_rules, parse_store, read_credential, seconds_in,
 };
+pub use store::PostgresUrl;
 
+/// How long a PostgreSQL claim lasts without renewal (`WEBHOOKD_LEASE`).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 /// GitHub's own cap on a webhook payload: 25 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
 /// Deliveries waiting for a worker with the in-memory queue.
@@ -79,6 +83,9 @@ mod ranges {
     pub const RETRY_BACKOFF: RangeInclusive<Duration> = MS..=HOUR;
     pub const SHUTDOWN_TIMEOUT: RangeInclusive<Duration> = MS..=HOUR;
     pub const STALL_TIMEOUT: RangeInclusive<Duration> = SECOND..=Duration::from_secs(24 * 3600);
+    /// Renewed every third of it, so at least two seconds; an hour would
+    /// leave a dead instance's work waiting that long.
+    pub const LEASE: RangeInclusive<Duration> = Duration::from_secs(2)..=HOUR;
 }
 
 /// One problem with the configuration.
@@ -208,6 +215,8 @@ pub enum StoreKind {
     Memory,
     /// Durable: an SQLite database at this path.
     Sqlite(PathBuf),
+    /// Durable and shared by several instances: a PostgreSQL database.
+    Postgres(PostgresUrl),
 }
 
 #[derive(Debug)]
@@ -234,6 +243,9 @@ pub struct Settings {
     /// How long one delivery may hold a worker before the worker counts as
     /// stuck (for the systemd watchdog).
     pub stall_timeout: Duration,
+    /// How long a claimed delivery stays with its instance without a renewal
+    /// (PostgreSQL store): past it, another instance takes it over.
+    pub lease: Duration,
     pub rules: Option<PathBuf>,
     pub log_format: LogFormat,
     pub log_filter: String,
@@ -299,6 +311,7 @@ impl Settings {
             keep(e, seconds_in(env, "WEBHOOKD_SHUTDOWN_TIMEOUT", Duration::from_secs(30), ranges::SHUTDOWN_TIMEOUT));
         let stall_timeout =
             keep(e, duration_in(env, "WEBHOOKD_STALL_TIMEOUT", Duration::from_secs(15 * 60), ranges::STALL_TIMEOUT));
+        let lease = keep(e, duration_in(env, "WEBHOOKD_LEASE", DEFAULT_LEASE, ranges::LEASE));
         let rules = keep(e, parse_rules(env));
         let log_format = keep(e, parse_log_format(env));
         let log_filter = keep(e, parse_log_filter(env));
@@ -325,6 +338,7 @@ impl Settings {
             Some(body_memory),
             Some(shutdown_timeout),
             Some(stall_timeout),
+            Some(lease),
             Some(rules),
             Some(log_format),
             Some(log_filter),
@@ -350,6 +364,7 @@ impl Settings {
             body_memory,
             shutdown_timeout,
             stall_timeout,
+            lease,
             rules,
             log_format,
             log_filter,
@@ -382,6 +397,7 @@ impl Settings {
             body_memory,
             shutdown_timeout,
             stall_timeout,
+            lease,
             rules,
             log_format,
             log_filter,

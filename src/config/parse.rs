@@ -92,6 +92,9 @@ pub(super) fn parse_store(env: &Env) -> Result<StoreKind, ConfigError> {
     match raw.split_once(':') {
         _ if raw == "memory" => Ok(StoreKind::Memory),
         Some(("sqlite", path)) if !path.is_empty() => Ok(StoreKind::Sqlite(PathBuf::from(path))),
+        Some(("postgres" | "postgresql", _)) => super::PostgresUrl::parse(raw)
+            .map(StoreKind::Postgres)
+            .map_err(|e| ConfigError::invalid("WEBHOOKD_STORE", e)),
         _ => Err(ConfigError::invalid(
             "WEBHOOKD_STORE",
             format!("expected sqlite:PATH (e.g. {DEFAULT_STORE}) or memory, got {raw:?}"),

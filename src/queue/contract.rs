@@ -55,15 +55,17 @@ async fn next(queue: &dyn DeliveryQueue) -> Delivery {
     tokio::time::timeout(WAIT, queue.next()).await.expect("a delivery in time").expect("queue open")
 }
 
-/// A backend under test, kept alive with whatever it needs (a temp dir).
+/// A backend under test, kept alive with whatever it needs (a temp dir, a
+/// database).
 struct Backend {
     queue: Arc<dyn DeliveryQueue>,
     _dir: Option<tempfile::TempDir>,
+    _db: Option<super::postgres::test_db::TestDb>,
 }
 
-fn memory(capacity: usize) -> Backend {
+async fn memory(capacity: usize) -> Option<Backend> {
     let queue = MemoryQueue::new(capacity, Duration::from_secs(3600), RETRY).with_credentials(CredentialScheme::App);
-    Backend { queue: Arc::new(queue), _dir: None }
+    Some(Backend { queue: Arc::new(queue), _dir: None, _db: None })
 }
 
 fn sqlite_options(capacity: usize) -> SqliteOptions {
@@ -75,11 +77,29 @@ fn sqlite_options(capacity: usize) -> SqliteOptions {
     }
 }
 
-fn sqlite(capacity: usize) -> Backend {
+async fn sqlite(capacity: usize) -> Option<Backend> {
     let dir = tempfile::tempdir().expect("tempdir");
     let options = sqlite_options(capacity);
     let queue = SqliteQueue::open(&dir.path().join("q.db"), options, Arc::new(Metrics::new())).expect("opens");
-    Backend { queue: Arc::new(queue), _dir: Some(dir) }
+    Some(Backend { queue: Arc::new(queue), _dir: Some(dir), _db: None })
+}
+
+fn postgres_options(capacity: usize) -> PostgresOptions {
+    PostgresOptions {
+        capacity,
+        retry: RETRY,
+        credentials: CredentialScheme::App,
+        lease: Duration::from_secs(30),
+        connections: 8,
+    }
+}
+
+/// A PostgreSQL queue on a database of its own; `None` (skipped) without
+/// `WEBHOOKD_TEST_DATABASE_URL`.
+async fn postgres(capacity: usize) -> Option<Backend> {
+    let db = super::postgres::test_db::TestDb::create().await?;
+    let queue = PostgresQueue::open(&db.url, postgres_options(capacity)).await.expect("opens");
+    Some(Backend { queue: Arc::new(queue), _dir: None, _db: Some(db) })
 }
 
 macro_rules! store_contract_tests {
@@ -89,7 +109,7 @@ macro_rules! store_contract_tests {
 
             #[tokio::test]
             async fn dedup_capacity_and_close() {
-                let b = $backend(2);
+                let Some(b) = $backend(2).await else { return };
                 let q = b.queue.as_ref();
                 assert_eq!(q.enqueue(delivery("a")).await, Ok(Enqueued::Queued));
                 assert_eq!(q.enqueue(delivery("a")).await, Ok(Enqueued::Duplicate));
@@ -124,7 +144,7 @@ macro_rules! store_contract_tests {
 
             #[tokio::test]
             async fn retryable_failures_back_off_then_die_when_attempts_are_spent() {
-                let b = $backend(10);
+                let Some(b) = $backend(10).await else { return };
                 let q = b.queue.as_ref();
                 q.enqueue(delivery("r")).await.expect("queued");
                 let mut last_failure = None::<Instant>;
@@ -152,7 +172,7 @@ macro_rules! store_contract_tests {
 
             #[tokio::test]
             async fn permanent_failure_is_dead_at_once() {
-                let b = $backend(10);
+                let Some(b) = $backend(10).await else { return };
                 let q = b.queue.as_ref();
                 q.enqueue(delivery("p")).await.expect("queued");
                 let d = next(q).await;
@@ -164,7 +184,7 @@ macro_rules! store_contract_tests {
 
             #[tokio::test]
             async fn a_waiting_worker_wakes_when_a_delivery_arrives() {
-                let b = $backend(10);
+                let Some(b) = $backend(10).await else { return };
                 let q = b.queue.clone();
                 let waiting = tokio::spawn(async move { q.next().await.map(|d| d.id().to_string()) });
                 tokio::task::yield_now().await;
@@ -179,7 +199,7 @@ macro_rules! store_contract_tests {
 
             #[tokio::test]
             async fn a_deferral_gives_the_attempt_back_and_waits_for_the_pause_to_end() {
-                let b = $backend(10);
+                let Some(b) = $backend(10).await else { return };
                 let q = b.queue.as_ref();
                 q.enqueue(delivery_of("d", 1)).await.expect("queued");
                 let d = next(q).await;
@@ -206,7 +226,7 @@ macro_rules! store_contract_tests {
 
             #[tokio::test]
             async fn a_paused_credential_is_skipped_until_the_pause_ends_and_others_go_on() {
-                let b = $backend(10);
+                let Some(b) = $backend(10).await else { return };
                 let q = b.queue.as_ref();
                 for (id, inst) in [("a1", 1), ("a2", 1), ("b1", 2)] {
                     q.enqueue(delivery_of(id, inst)).await.expect("queued");
@@ -233,7 +253,7 @@ macro_rules! store_contract_tests {
 
             #[tokio::test]
             async fn under_a_backlog_credentials_take_turns() {
-                let b = $backend(400);
+                let Some(b) = $backend(400).await else { return };
                 let q = b.queue.as_ref();
                 // A burst for installation 1, larger than what a store holds
                 // in memory, then one delivery each for 2 and 3.
@@ -257,6 +277,7 @@ macro_rules! store_contract_tests {
 
 store_contract_tests!(memory);
 store_contract_tests!(sqlite);
+store_contract_tests!(postgres);
 
 #[tokio::test]
 async fn sqlite_keeps_deliveries_across_reopen_and_requeues_what_was_running() {

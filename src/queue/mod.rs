@@ -22,6 +22,7 @@ mod contract;
 pub mod credentials;
 mod dedup;
 mod memory;
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -37,6 +38,7 @@ use crate::telemetry::metrics::Metrics;
 pub use credentials::{CredentialScheme, Pauses};
 pub use dedup::DedupWindow;
 pub use memory::MemoryQueue;
+pub use postgres::{PostgresOptions, PostgresQueue};
 pub use sqlite::{SqliteOptions, SqliteQueue, StoreError};
 
 /// What became of an accepted delivery.
@@ -170,8 +172,12 @@ pub trait DeliveryQueue: Send + Sync + 'static {
     fn describe(&self) -> String;
 }
 
+/// Connections per PostgreSQL pool at most: the server's default
+/// `max_connections` is 100, shared by every instance.
+const MAX_POSTGRES_CONNECTIONS: usize = 32;
+
 /// Opens the backend the settings name.
-pub fn open(settings: &Settings, metrics: Arc<Metrics>) -> Result<Arc<dyn DeliveryQueue>, StoreError> {
+pub async fn open(settings: &Settings, metrics: Arc<Metrics>) -> Result<Arc<dyn DeliveryQueue>, StoreError> {
     let retry = RetryPolicy { max_attempts: settings.max_attempts, base: settings.retry_backoff };
     let credentials = CredentialScheme::from_credential(settings.github.credential.as_ref());
     Ok(match &settings.store {
@@ -188,5 +194,18 @@ pub fn open(settings: &Settings, metrics: Arc<Metrics>) -> Result<Arc<dyn Delive
             },
             metrics,
         )?),
+        StoreKind::Postgres(url) => Arc::new(
+            PostgresQueue::open(
+                url,
+                PostgresOptions {
+                    capacity: settings.queue_capacity,
+                    retry,
+                    credentials,
+                    lease: settings.lease,
+                    connections: u32::try_from((settings.workers + 8).min(MAX_POSTGRES_CONNECTIONS)).unwrap_or(8),
+                },
+            )
+            .await?,
+        ),
     })
 }

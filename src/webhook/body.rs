@@ -12,6 +12,19 @@ pub enum ContentKind {
 }
 
 impl ContentKind {
+    /// The name a store keeps: `json` or `form`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Form => "form",
+        }
+    }
+
+    /// Back from [`name`](Self::name); anything else was stored as JSON.
+    pub fn from_name(name: &str) -> Self {
+        if name == "form" { Self::Form } else { Self::Json }
+    }
+
     /// Classifies a `Content-Type` value; parameters (`; charset=utf-8`) are ignored.
     /// `None` means the type is not one GitHub sends.
     pub fn from_header(value: Option<&str>) -> Option<Self> {

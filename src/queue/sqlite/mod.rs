@@ -84,6 +84,10 @@ pub enum StoreError {
     Read(String),
     #[error("the store is shut down")]
     Stopped,
+    /// The PostgreSQL server cannot be reached (at start: exit 1, not a
+    /// configuration problem).
+    #[error("cannot reach PostgreSQL at {host}: {reason}")]
+    Unreachable { host: String, reason: String },
 }
 
 /// Settings of the durable queue.

@@ -14,13 +14,6 @@ use crate::delivery::{Delivery, DeliveryId};
 use crate::webhook::body::ContentKind;
 use crate::webhook::headers::{EventName, GitHubHeaders};
 
-pub(super) fn content_kind_name(kind: ContentKind) -> &'static str {
-    match kind {
-        ContentKind::Json => "json",
-        ContentKind::Form => "form",
-    }
-}
-
 /// Rebuilds a delivery from its row; on failure, its id and the reason.
 pub(super) fn restore(row: StoredRow) -> Result<Delivery, (String, String)> {
     let StoredRow {
@@ -43,10 +36,7 @@ pub(super) fn restore(row: StoredRow) -> Result<Delivery, (String, String)> {
         target_type,
         target_id,
     };
-    let kind = match content_kind.as_str() {
-        "form" => ContentKind::Form,
-        _ => ContentKind::Json,
-    };
+    let kind = ContentKind::from_name(&content_kind);
     let body = body.map_err(fail)?;
     let mut delivery = Delivery::from_verified(headers, kind, Bytes::from(body)).map_err(|e| fail(e.to_string()))?;
     delivery.received_at = UNIX_EPOCH + Duration::from_millis(u64::try_from(received_at).unwrap_or(0));

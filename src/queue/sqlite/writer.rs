@@ -26,7 +26,7 @@ use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
 use super::body_log::{BodyLog, BodyRef};
-use super::rows::{BODY_COLUMNS, content_kind_name, now_ms, stored_body, unix_ms};
+use super::rows::{BODY_COLUMNS, now_ms, stored_body, unix_ms};
 use super::{Shared, StoreError, remove_unreferenced_bodies};
 
 /// Most operations applied in one transaction.
@@ -321,7 +321,7 @@ fn insert(conn: &Connection, row: &NewRow, body: BodyRef, claimed_until: Option<
             headers.hook_id,
             headers.target_type,
             headers.target_id,
-            content_kind_name(delivery.content_kind),
+            delivery.content_kind.name(),
             unix_ms(delivery.received_at),
             claimed_until,
             body.segment,

@@ -1,0 +1,127 @@
+//! Reaching the server and bringing its schema up to date: two pools (one
+//! committing synchronously for what must survive a crash, one not for
+//! claims and lease renewals, which a crash only makes run again), and
+//! migrations under an advisory lock so instances starting together do not
+//! race.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Connection, Row};
+
+use super::{MIGRATION_LOCK, SCHEMA, SCHEMA_VERSION};
+use crate::config::PostgresUrl;
+use crate::queue::StoreError;
+
+/// How long a start waits for the server before giving up (exit 1).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request waits for a free connection while running: under it,
+/// a lost server answers `503` well within GitHub's 10 s.
+pub(super) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub(super) struct Pools {
+    /// `synchronous_commit = on`: accepted deliveries and outcomes.
+    pub durable: PgPool,
+    /// `synchronous_commit = off`: claims, renewals, reads.
+    pub fast: PgPool,
+}
+
+/// Connects and migrates; a server that cannot be reached is
+/// `Unreachable` (exit 1), a schema from a newer webhookd is `Open` (exit 2).
+pub(super) async fn connect(url: &PostgresUrl, connections: u32) -> Result<Pools, StoreError> {
+    let unreachable = |e: &sqlx::Error| StoreError::Unreachable { host: url.host().to_owned(), reason: describe(e) };
+    let options = PgConnectOptions::from_str(url.expose()).map_err(|e| StoreError::Open {
+        path: url.shown().into(),
+        reason: format!("not a usable PostgreSQL URL: {}", describe(&e)),
+    })?;
+    let options = options.application_name("webhookd");
+    // Fail fast at start: one connection, then the pools.
+    let mut first = tokio::time::timeout(CONNECT_TIMEOUT, sqlx::PgConnection::connect_with(&options))
+        .await
+        .map_err(|_| StoreError::Unreachable {
+            host: url.host().to_owned(),
+            reason: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
+        })?
+        .map_err(|e| unreachable(&e))?;
+    migrate(&mut first, url).await?;
+    first.close().await.ok();
+    let pool = |commit: &'static str, size: u32| {
+        PgPoolOptions::new()
+            .max_connections(size)
+            .min_connections(0)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            // A broken connection fails its statement and is dropped; a
+            // check before each use would cost a round trip per statement.
+            .test_before_acquire(false)
+            .connect_lazy_with(options.clone().options([("synchronous_commit", commit)]))
+    };
+    Ok(Pools { durable: pool("on", connections), fast: pool("off", connections) })
+}
+
+/// Applies the schema (idempotent) under the migration lock and records its
+/// version; refuses a database a newer webhookd has migrated.
+async fn migrate(conn: &mut sqlx::PgConnection, url: &PostgresUrl) -> Result<(), StoreError> {
+    let failed = |e: sqlx::Error| StoreError::Open {
+        path: url.shown().into(),
+        reason: format!("cannot set up the schema: {}", describe(&e)),
+    };
+    let mut tx = conn.begin().await.map_err(failed)?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(MIGRATION_LOCK).execute(&mut *tx).await.map_err(failed)?;
+    sqlx::query("CREATE TABLE IF NOT EXISTS webhookd_schema (version integer NOT NULL)")
+        .execute(&mut *tx)
+        .await
+        .map_err(failed)?;
+    let found: Option<i32> = sqlx::query("SELECT max(version) FROM webhookd_schema")
+        .fetch_one(&mut *tx)
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(failed)?;
+    if let Some(found) = found.filter(|v| *v > SCHEMA_VERSION) {
+        return Err(StoreError::Open {
+            path: url.shown().into(),
+            reason: format!(
+                "written by a newer webhookd (schema version {found}); this one knows up to {SCHEMA_VERSION}: \
+                 upgrade this instance"
+            ),
+        });
+    }
+    if found != Some(SCHEMA_VERSION) {
+        sqlx::raw_sql(SCHEMA).execute(&mut *tx).await.map_err(failed)?;
+        sqlx::query("DELETE FROM webhookd_schema").execute(&mut *tx).await.map_err(failed)?;
+        sqlx::query("INSERT INTO webhookd_schema (version) VALUES ($1)")
+            .bind(SCHEMA_VERSION)
+            .execute(&mut *tx)
+            .await
+            .map_err(failed)?;
+        tracing::info!(version = SCHEMA_VERSION, "PostgreSQL store schema set up");
+    }
+    tx.commit().await.map_err(failed)
+}
+
+/// An error in words, without the connection URL (sqlx never prints it,
+/// but a server message could quote a parameter: kept to its first line).
+pub(crate) fn describe(e: &sqlx::Error) -> String {
+    let text = match e {
+        sqlx::Error::Database(db) => format!("{} (SQLSTATE {})", db.message(), db.code().unwrap_or_default()),
+        sqlx::Error::PoolTimedOut => {
+            "no connection to PostgreSQL became free in time (is the server reachable?)".into()
+        }
+        other => other.to_string(),
+    };
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
+/// Whether `e` means the server could not be reached (as opposed to a
+/// statement it refused).
+pub(super) fn is_connection_error(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_)
+    ) || matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")))
+}

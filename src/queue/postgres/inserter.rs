@@ -1,0 +1,115 @@
+//! Group commit of accepted deliveries: requests that arrive together share
+//! one INSERT and one synchronous commit, so throughput is not one round
+//! trip and one WAL flush per delivery. A few batches run at once (the
+//! server flushes concurrent commits together too).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::Row;
+use sqlx::postgres::PgPool;
+use tokio::sync::oneshot;
+
+use super::Health;
+use crate::delivery::Delivery;
+use crate::queue::sqlite::unix_ms;
+
+/// Deliveries in one INSERT at most.
+const MAX_BATCH: usize = 256;
+/// Batches in flight at once.
+pub(super) const INSERTERS: usize = 4;
+/// Longest wait for a commit before answering 503: the commit may still
+/// land, and GitHub's redelivery is then answered `duplicate`.
+const INSERT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One delivery waiting for its commit.
+pub(super) struct Pending {
+    pub delivery: Delivery,
+    /// `Ok(true)`: stored; `Ok(false)`: a duplicate; `Err`: not stored.
+    pub reply: oneshot::Sender<Result<bool, String>>,
+}
+
+/// Takes pending deliveries off `rx` in batches until it closes.
+pub(super) async fn run(pool: PgPool, rx: async_channel::Receiver<Pending>, health: Arc<Health>) {
+    while let Ok(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        insert(&pool, batch, &health).await;
+    }
+}
+
+async fn insert(pool: &PgPool, batch: Vec<Pending>, health: &Health) {
+    // The same id twice in one batch: the first is the one stored.
+    let mut seen = HashSet::new();
+    let (rows, repeats): (Vec<_>, Vec<_>) = batch.into_iter().partition(|p| seen.insert(p.delivery.id().to_string()));
+    let ids: Vec<String> = rows.iter().map(|p| p.delivery.id().to_string()).collect();
+    let column = |f: &dyn Fn(&Delivery) -> Option<String>| rows.iter().map(|p| f(&p.delivery)).collect::<Vec<_>>();
+    let events = column(&|d| Some(d.event().to_string()));
+    let actions = column(&|d| d.action().map(str::to_owned));
+    let hooks = column(&|d| d.headers.hook_id.clone());
+    let target_types = column(&|d| d.headers.target_type.clone());
+    let target_ids = column(&|d| d.headers.target_id.clone());
+    let kinds = column(&|d| Some(d.content_kind.name().to_owned()));
+    let received: Vec<i64> = rows.iter().map(|p| unix_ms(p.delivery.received_at)).collect();
+    let installations: Vec<Option<i64>> =
+        rows.iter().map(|p| p.delivery.routing.installation_id.and_then(|id| i64::try_from(id).ok())).collect();
+    let bodies: Vec<&[u8]> = rows.iter().map(|p| p.delivery.raw.as_ref()).collect();
+    let statement = sqlx::query(
+        "WITH new AS (
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                  $7::text[], $8::bigint[], $9::bigint[], $10::bytea[])
+                 AS t(delivery_id, event, action, hook_id, target_type, target_id, content_kind,
+                      received_at, installation_id, body)
+         ), stored AS (
+             INSERT INTO webhookd_deliveries (delivery_id, event, action, hook_id, target_type, target_id,
+                                              content_kind, received_at, state, next_attempt_at,
+                                              installation_id, body)
+             SELECT delivery_id, event, action, hook_id, target_type, target_id, content_kind, received_at,
+                    'queued', webhookd_now_ms(), installation_id, body FROM new
+             ON CONFLICT (delivery_id) DO NOTHING
+             RETURNING delivery_id
+         )
+         SELECT delivery_id, pg_notify('webhookd_queued', '')::text FROM stored",
+    )
+    .bind(&ids)
+    .bind(&events)
+    .bind(&actions)
+    .bind(&hooks)
+    .bind(&target_types)
+    .bind(&target_ids)
+    .bind(&kinds)
+    .bind(&received)
+    .bind(&installations)
+    .bind(&bodies);
+    let result = match tokio::time::timeout(INSERT_TIMEOUT, statement.fetch_all(pool)).await {
+        Ok(Ok(stored)) => {
+            Ok(stored.iter().filter_map(|row| row.try_get::<String, _>(0).ok()).collect::<HashSet<String>>())
+        }
+        Ok(Err(e)) => Err(health.failed(&e)),
+        Err(_) => Err(health.timed_out(INSERT_TIMEOUT)),
+    };
+    match result {
+        Ok(stored) => {
+            health.succeeded();
+            for pending in rows {
+                let inserted = stored.contains(pending.delivery.id().as_str());
+                let _ = pending.reply.send(Ok(inserted));
+            }
+            for pending in repeats {
+                let _ = pending.reply.send(Ok(false));
+            }
+        }
+        Err(reason) => {
+            tracing::error!(deliveries = rows.len(), error = %reason, "storing deliveries in PostgreSQL failed; answered 503");
+            for pending in rows.into_iter().chain(repeats) {
+                let _ = pending.reply.send(Err(reason.clone()));
+            }
+        }
+    }
+}

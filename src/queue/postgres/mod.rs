@@ -1,0 +1,654 @@
+//! The shared queue: a PostgreSQL database several webhookd instances use at
+//! once (`WEBHOOKD_STORE=postgres://…`). The SQLite store stays the embedded
+//! default; this one is for deployments that outgrow one machine.
+//!
+//! - A delivery is answered 2xx only once its row is committed
+//!   (`synchronous_commit = on`); concurrent requests share commits
+//!   (`inserter`). The UNIQUE delivery id deduplicates across instances.
+//! - Workers claim one due row at a time with `FOR UPDATE SKIP LOCKED`,
+//!   writing this instance as owner, a lease and a claim token. A live
+//!   instance renews its leases (`leases`); a dead one's expire and the
+//!   housekeeper (one instance at a time, under an advisory lock) queues
+//!   them again. An outcome is recorded only with the claim's token, so an
+//!   instance whose lease was taken over cannot overwrite the new owner's.
+//! - `LISTEN/NOTIFY` wakes idle workers on every instance when a delivery is
+//!   stored or falls due anywhere (`wakeups`); a one-second poll is the
+//!   safety net.
+//! - A credential paused for a rate limit is paused for every instance: the
+//!   pause is a row claims skip.
+//! - Times are the database's clock (`webhookd_now_ms()`), so instances
+//!   with skewed clocks agree.
+
+mod connect;
+mod inserter;
+mod leases;
+#[cfg(test)]
+pub(crate) mod test_db;
+mod wakeups;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use sqlx::Row;
+use sqlx::postgres::{PgPool, PgRow};
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinHandle;
+
+use super::credentials::{CredentialScheme, deferred_due};
+use super::{Abandoned, DeliveryQueue, EnqueueError, Enqueued, Outcome, Settled, StateCounts, StoreError};
+use crate::config::PostgresUrl;
+use crate::delivery::{Delivery, DeliveryId};
+use crate::retry::RetryPolicy;
+use crate::webhook::body::ContentKind;
+use crate::webhook::headers::{EventName, GitHubHeaders};
+pub(crate) use connect::describe;
+use inserter::Pending;
+
+/// The schema, applied by the first instance of a version (idempotent).
+const SCHEMA: &str = include_str!("schema.sql");
+/// The version `SCHEMA` sets up; a database at a higher one is refused.
+const SCHEMA_VERSION: i32 = 1;
+/// Advisory lock keys (`pg_advisory_*`), chosen to not collide with an
+/// application sharing the database: "wh" + a number.
+const MIGRATION_LOCK: i64 = 0x7768_0001;
+const HOUSEKEEPING_LOCK: i64 = 0x7768_0002;
+/// Safety net: idle workers look for due rows at least this often.
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest wait between tries while the server is unreachable.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Settings of the PostgreSQL queue.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    pub capacity: usize,
+    pub retry: RetryPolicy,
+    pub credentials: CredentialScheme,
+    /// How long a claim lasts without renewal (`WEBHOOKD_LEASE`).
+    pub lease: Duration,
+    /// Connections per pool.
+    pub connections: u32,
+}
+
+/// Whether the server answers, as the inserts and a probe see it.
+#[derive(Debug)]
+pub(crate) struct Health {
+    host: String,
+    outage: Mutex<Option<String>>,
+}
+
+impl Health {
+    fn new(host: &str) -> Self {
+        Self { host: host.to_owned(), outage: Mutex::new(None) }
+    }
+
+    fn outage(&self) -> Option<String> {
+        self.outage.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Records a failed statement; returns the reason in words.
+    pub(crate) fn failed(&self, e: &sqlx::Error) -> String {
+        let reason = describe(e);
+        if connect::is_connection_error(e) {
+            self.set(format!("PostgreSQL at {} cannot be reached: {reason}", self.host));
+        }
+        reason
+    }
+
+    pub(crate) fn timed_out(&self, after: Duration) -> String {
+        let reason = format!("PostgreSQL at {} did not commit within {}s", self.host, after.as_secs());
+        self.set(reason.clone());
+        reason
+    }
+
+    fn set(&self, reason: String) {
+        let mut outage = self.outage.lock().unwrap_or_else(PoisonError::into_inner);
+        if outage.is_none() {
+            tracing::error!(reason = %reason, "the PostgreSQL store is unreachable: deliveries are answered 503 until it is back");
+        }
+        *outage = Some(reason);
+    }
+
+    pub(crate) fn succeeded(&self) {
+        if self.outage.lock().unwrap_or_else(PoisonError::into_inner).take().is_some() {
+            tracing::info!(host = %self.host, "the PostgreSQL store answers again");
+        }
+    }
+}
+
+/// What this instance's workers share.
+pub(crate) struct Shared {
+    pools: connect::Pools,
+    /// This instance, as written into the rows it claims.
+    owner: String,
+    options: PostgresOptions,
+    health: Arc<Health>,
+    /// Wakes idle workers (a NOTIFY, a retry of ours falling due, close).
+    wake: Notify,
+    /// Rows waiting in the shared queue, as last counted plus what this
+    /// instance stored and claimed since.
+    queued: AtomicUsize,
+    /// Deliveries this instance holds: delivery id to claim token.
+    in_flight: Mutex<HashMap<String, i64>>,
+    /// The installation served last, for turns between installations.
+    last_lane: AtomicI64,
+    /// When the earliest retry or pause end that this instance heard of
+    /// falls due (ms since `started`).
+    next_due: AtomicI64,
+    started: Instant,
+}
+
+impl Shared {
+    fn monotonic_ms(&self) -> i64 {
+        i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Notes that something falls due in `wait`, so idle workers look then.
+    pub(crate) fn due_in(&self, wait: Duration) {
+        let at = self.monotonic_ms().saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
+        self.next_due.fetch_min(at, Ordering::SeqCst);
+    }
+
+    /// How long an idle worker waits before looking again.
+    fn idle_wait(&self) -> Duration {
+        let now = self.monotonic_ms();
+        let due = self.next_due.load(Ordering::SeqCst);
+        if due <= now {
+            self.next_due.store(i64::MAX, Ordering::SeqCst);
+            return Duration::ZERO;
+        }
+        Duration::from_millis(u64::try_from(due - now).unwrap_or(u64::MAX)).min(POLL_INTERVAL)
+    }
+
+    fn tokens(&self) -> Vec<i64> {
+        self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).values().copied().collect()
+    }
+}
+
+pub struct PostgresQueue {
+    shown: String,
+    shared: Arc<Shared>,
+    inserts: Mutex<Option<async_channel::Sender<Pending>>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    closed: AtomicBool,
+    /// When `close` was called (Unix ms): a closing instance finishes what
+    /// was received before, not what other instances keep storing.
+    closed_at: AtomicI64,
+}
+
+impl PostgresQueue {
+    /// Connects, migrates, and starts the inserters, the wake-up listener,
+    /// lease renewal and housekeeping.
+    pub async fn open(url: &PostgresUrl, options: PostgresOptions) -> Result<Self, StoreError> {
+        let pools = connect::connect(url, options.connections).await?;
+        let owner = format!(
+            "{}:{}:{:08x}",
+            nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "host".into()),
+            std::process::id(),
+            fastrand::u32(..)
+        );
+        let queued = count_queued(&pools.fast)
+            .await
+            .map_err(|e| StoreError::Unreachable { host: url.host().to_owned(), reason: describe(&e) })?;
+        let shared = Arc::new(Shared {
+            pools,
+            owner,
+            options,
+            health: Arc::new(Health::new(url.host())),
+            wake: Notify::new(),
+            queued: AtomicUsize::new(queued),
+            in_flight: Mutex::new(HashMap::new()),
+            last_lane: AtomicI64::new(i64::MIN),
+            next_due: AtomicI64::new(i64::MAX),
+            started: Instant::now(),
+        });
+        let (inserts, rx) = async_channel::bounded(shared.options.capacity.clamp(1, 65_536));
+        let mut tasks = Vec::new();
+        for _ in 0..inserter::INSERTERS {
+            tasks.push(tokio::spawn(inserter::run(shared.pools.durable.clone(), rx.clone(), shared.health.clone())));
+        }
+        tasks.push(tokio::spawn(wakeups::listen(shared.clone())));
+        tasks.push(tokio::spawn(leases::renew(shared.clone())));
+        tasks.push(tokio::spawn(leases::housekeep(shared.clone())));
+        tasks.push(tokio::spawn(leases::recount(shared.clone())));
+        tracing::info!(store = %url.shown(), instance = %shared.owner, queued, "PostgreSQL store open");
+        Ok(Self {
+            shown: url.shown().to_owned(),
+            shared,
+            inserts: Mutex::new(Some(inserts)),
+            tasks: Mutex::new(tasks),
+            closed: AtomicBool::new(false),
+            closed_at: AtomicI64::new(i64::MAX),
+        })
+    }
+
+    /// Claims the oldest due row of the next installation in turn (under App
+    /// auth) or the oldest due row (otherwise), skipping paused credentials.
+    async fn claim(&self) -> Result<Option<Delivery>, sqlx::Error> {
+        let s = &self.shared;
+        let token = fastrand::i64(1..);
+        let lease_ms = i64::try_from(s.options.lease.as_millis()).unwrap_or(i64::MAX);
+        let received_before = self.closed_at.load(Ordering::SeqCst);
+        let by_lane = s.options.credentials == CredentialScheme::App;
+        let scheme = match s.options.credentials {
+            CredentialScheme::App => "app",
+            CredentialScheme::Token => "token",
+            CredentialScheme::DryRun => "none",
+        };
+        let after = if by_lane { s.last_lane.load(Ordering::SeqCst) } else { i64::MIN };
+        let mut row = claim_statement(by_lane, after, token, lease_ms, received_before, scheme, &s.owner)
+            .fetch_optional(&s.pools.fast)
+            .await?;
+        if row.is_none() && after != i64::MIN {
+            // The turn goes round: from the first installation again.
+            row = claim_statement(by_lane, i64::MIN, token, lease_ms, received_before, scheme, &s.owner)
+                .fetch_optional(&s.pools.fast)
+                .await?;
+        }
+        let Some(row) = row else { return Ok(None) };
+        let lane: i64 = row.try_get("lane")?;
+        s.last_lane.store(lane, Ordering::SeqCst);
+        let _ = s.queued.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| Some(n.saturating_sub(1)));
+        let id: String = row.try_get("delivery_id")?;
+        match restore(&row) {
+            Ok(delivery) => {
+                s.in_flight.lock().unwrap_or_else(PoisonError::into_inner).insert(id, token);
+                Ok(Some(delivery))
+            }
+            Err(error) => {
+                tracing::error!(delivery.id = %id, %error, "stored delivery cannot be read back; marked dead");
+                sqlx::query(
+                    "UPDATE webhookd_deliveries SET state = 'dead', finished_at = webhookd_now_ms(), last_error = $2,
+                            owner = NULL, lease_until = NULL, lease_token = NULL
+                     WHERE lease_token = $1",
+                )
+                .bind(token)
+                .bind(&error)
+                .execute(&s.pools.durable)
+                .await?;
+                Box::pin(self.claim()).await
+            }
+        }
+    }
+
+    /// Writes an outcome, if this instance still holds the claim; tries
+    /// again while the server is unreachable, until the lease is over (then
+    /// the row is another instance's, or due again).
+    async fn record(&self, delivery: &Delivery, settle: &Settle) {
+        let s = &self.shared;
+        let id = delivery.id().to_string();
+        let Some(token) = s.in_flight.lock().unwrap_or_else(PoisonError::into_inner).get(&id).copied() else {
+            tracing::error!(delivery.id = %id, "an outcome for a delivery this instance does not hold; not recorded");
+            return;
+        };
+        let give_up = Instant::now() + s.options.lease;
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match settle.statement(token).fetch_optional(&s.pools.durable).await {
+                Ok(Some(_)) => break,
+                Ok(None) => {
+                    tracing::warn!(
+                        delivery.id = %id,
+                        "the lease on this delivery ended and another instance took it over: its outcome here is not recorded"
+                    );
+                    break;
+                }
+                Err(e) if Instant::now() + wait < give_up => {
+                    tracing::warn!(delivery.id = %id, error = %s.health.failed(&e), "recording the outcome failed; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(MAX_BACKOFF);
+                }
+                Err(e) => {
+                    tracing::error!(delivery.id = %id, error = %s.health.failed(&e),
+                        "recording the outcome failed until its lease ended: it will run again");
+                    break;
+                }
+            }
+        }
+        s.in_flight.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+    }
+
+    /// Puts the claims with these tokens back in the queue.
+    async fn requeue(&self, tokens: &[i64], never_started: bool) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query(
+            "WITH back AS (
+                 UPDATE webhookd_deliveries
+                 SET state = 'queued', owner = NULL, lease_until = NULL, lease_token = NULL,
+                     next_attempt_at = webhookd_now_ms(),
+                     attempts = CASE WHEN $2 THEN greatest(attempts - 1, 0) ELSE attempts END,
+                     runs = CASE WHEN $2 THEN greatest(runs - 1, 0) ELSE runs END
+                 WHERE state = 'running' AND lease_token = ANY($1)
+                 RETURNING 1
+             )
+             SELECT count(*), pg_notify('webhookd_queued', '')::text FROM back",
+        )
+        .bind(tokens)
+        .bind(never_started)
+        .fetch_one(&self.shared.pools.durable)
+        .await?;
+        done.try_get::<i64, _>(0).map(|n| u64::try_from(n).unwrap_or(0))
+    }
+}
+
+/// The claim for one row: of the first installation after `after` (by
+/// id) that has a due row and is not paused, when `by_lane`.
+fn claim_statement<'q>(
+    by_lane: bool,
+    after: i64,
+    token: i64,
+    lease_ms: i64,
+    received_before: i64,
+    scheme: &'q str,
+    owner: &'q str,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(if by_lane { &CLAIM_BY_LANE } else { &CLAIM_OLDEST })
+        .bind(after)
+        .bind(token)
+        .bind(lease_ms)
+        .bind(received_before)
+        .bind(scheme)
+        .bind(owner)
+}
+
+/// The claim statement, ordered by installation then age, or by age alone.
+static CLAIM_BY_LANE: LazyLock<String> = LazyLock::new(|| claim_sql("coalesce(installation_id, -1), seq"));
+static CLAIM_OLDEST: LazyLock<String> = LazyLock::new(|| claim_sql("seq"));
+
+fn claim_sql(order: &str) -> String {
+    const LANE: &str = "coalesce(installation_id, -1)";
+    format!(
+        "UPDATE webhookd_deliveries SET state = 'running', owner = $6, lease_until = webhookd_now_ms() + $3,
+                lease_token = $2, attempts = attempts + 1, runs = runs + 1
+         WHERE seq = (
+             SELECT seq FROM webhookd_deliveries q
+             WHERE state = 'queued' AND next_attempt_at <= webhookd_now_ms() AND received_at <= $4
+               AND {LANE} > $1
+               AND NOT EXISTS (
+                   SELECT 1 FROM webhookd_pauses p
+                   WHERE p.until_ms > webhookd_now_ms()
+                     AND p.credential = CASE $5 WHEN 'app' THEN 'installation:' || q.installation_id
+                                                WHEN 'token' THEN 'token' END)
+             ORDER BY {order}
+             LIMIT 1
+             FOR UPDATE SKIP LOCKED)
+         RETURNING delivery_id, event, hook_id, target_type, target_id, content_kind, body, received_at,
+                   attempts, runs, {LANE} AS lane"
+    )
+}
+
+/// Rebuilds a delivery from a claimed row; an unreadable one, why.
+fn restore(row: &PgRow) -> Result<Delivery, String> {
+    let text = |column: &str| row.try_get::<String, _>(column).map_err(|e| e.to_string());
+    let optional = |column: &str| row.try_get::<Option<String>, _>(column).map_err(|e| e.to_string());
+    let headers = GitHubHeaders {
+        event: EventName::parse(&text("event")?).map_err(|e| e.to_string())?,
+        delivery_id: DeliveryId::parse(&text("delivery_id")?).map_err(|e| e.to_string())?,
+        hook_id: optional("hook_id")?,
+        target_type: optional("target_type")?,
+        target_id: optional("target_id")?,
+    };
+    let kind = ContentKind::from_name(&text("content_kind")?);
+    let body: Vec<u8> = row.try_get("body").map_err(|e| e.to_string())?;
+    let mut delivery = Delivery::from_verified(headers, kind, Bytes::from(body)).map_err(|e| e.to_string())?;
+    let received_at: i64 = row.try_get("received_at").map_err(|e| e.to_string())?;
+    let attempts: i32 = row.try_get("attempts").map_err(|e| e.to_string())?;
+    let runs: i32 = row.try_get("runs").map_err(|e| e.to_string())?;
+    delivery.received_at = UNIX_EPOCH + Duration::from_millis(u64::try_from(received_at).unwrap_or(0));
+    delivery.attempt = u32::try_from(attempts).unwrap_or(1);
+    delivery.first_run = runs <= 1;
+    Ok(delivery)
+}
+
+async fn count_queued(pool: &PgPool) -> Result<usize, sqlx::Error> {
+    let row = sqlx::query("SELECT count(*) FROM webhookd_deliveries WHERE state = 'queued'").fetch_one(pool).await?;
+    Ok(usize::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0))
+}
+
+/// What an outcome writes.
+enum Settle {
+    Done,
+    /// Due again after `wait_ms`; `give_back`: the attempt is not counted.
+    Again {
+        wait_ms: i64,
+        error: String,
+        give_back: bool,
+        pause: Option<(String, i64)>,
+    },
+    Dead {
+        error: String,
+    },
+}
+
+impl Settle {
+    fn statement(&self, token: i64) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        match self {
+            Self::Done => sqlx::query(
+                "UPDATE webhookd_deliveries SET state = 'done', finished_at = webhookd_now_ms(),
+                        owner = NULL, lease_until = NULL, lease_token = NULL
+                 WHERE lease_token = $1 AND state = 'running' RETURNING 1",
+            )
+            .bind(token),
+            Self::Dead { error } => sqlx::query(
+                "UPDATE webhookd_deliveries SET state = 'dead', finished_at = webhookd_now_ms(), last_error = $2,
+                        owner = NULL, lease_until = NULL, lease_token = NULL
+                 WHERE lease_token = $1 AND state = 'running' RETURNING 1",
+            )
+            .bind(token)
+            .bind(error),
+            // The pause is written in the same statement, and announced to
+            // every instance (`wakeups`).
+            Self::Again { wait_ms, error, give_back, pause } => sqlx::query(
+                "WITH paused AS (
+                     INSERT INTO webhookd_pauses (credential, until_ms)
+                     SELECT $5, webhookd_now_ms() + $6 WHERE $5 IS NOT NULL
+                     ON CONFLICT (credential) DO UPDATE
+                         SET until_ms = greatest(webhookd_pauses.until_ms, excluded.until_ms)
+                     RETURNING pg_notify('webhookd_paused', credential || ' ' || $6)
+                 ), settled AS (
+                     UPDATE webhookd_deliveries SET state = 'queued', next_attempt_at = webhookd_now_ms() + $2,
+                            last_error = $3,
+                            attempts = CASE WHEN $4 THEN greatest(attempts - 1, 0) ELSE attempts END,
+                            owner = NULL, lease_until = NULL, lease_token = NULL
+                     WHERE lease_token = $1 AND state = 'running' RETURNING 1
+                 )
+                 SELECT pg_notify('webhookd_due', $2::text)::text, (SELECT count(*) FROM paused) FROM settled",
+            )
+            .bind(token)
+            .bind(wait_ms)
+            .bind(error)
+            .bind(give_back)
+            .bind(pause.as_ref().map(|(credential, _)| credential.clone()))
+            .bind(pause.as_ref().map_or(0, |(_, ms)| *ms)),
+        }
+    }
+}
+
+fn millis(wait: Duration) -> i64 {
+    // Rounded up: never due sooner than `wait`.
+    i64::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(i64::MAX).saturating_add(1)
+}
+
+#[async_trait]
+impl DeliveryQueue for PostgresQueue {
+    async fn enqueue(&self, delivery: Delivery) -> Result<Enqueued, EnqueueError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(EnqueueError::Closed);
+        }
+        if self.depth() >= self.shared.options.capacity {
+            return Err(EnqueueError::Full);
+        }
+        // While the server is known to be lost, answer at once: the probe
+        // (`leases::recount`) notices when it is back.
+        if self.shared.health.outage().is_some() {
+            return Err(EnqueueError::Store);
+        }
+        let (reply, answer) = oneshot::channel();
+        let sender = self.inserts.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let Some(sender) = sender else { return Err(EnqueueError::Closed) };
+        if sender.send(Pending { delivery, reply }).await.is_err() {
+            return Err(EnqueueError::Closed);
+        }
+        match answer.await {
+            Ok(Ok(true)) => {
+                self.shared.queued.fetch_add(1, Ordering::SeqCst);
+                Ok(Enqueued::Queued)
+            }
+            Ok(Ok(false)) => Ok(Enqueued::Duplicate),
+            Ok(Err(_)) => Err(EnqueueError::Store),
+            Err(_) => Err(EnqueueError::Closed),
+        }
+    }
+
+    async fn next(&self) -> Option<Delivery> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let woken = self.shared.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            match self.claim().await {
+                Ok(Some(delivery)) => return Some(delivery),
+                Ok(None) if self.closed.load(Ordering::SeqCst) => return None,
+                Ok(None) => {
+                    backoff = Duration::from_millis(100);
+                    tokio::select! {
+                        () = &mut woken => {}
+                        () = tokio::time::sleep(self.shared.idle_wait()) => {}
+                    }
+                }
+                Err(e) => {
+                    let reason = self.shared.health.failed(&e);
+                    if self.closed.load(Ordering::SeqCst) {
+                        tracing::warn!(error = %reason, "claiming failed while stopping; what is left waits in the store");
+                        return None;
+                    }
+                    tracing::warn!(error = %reason, wait = ?backoff, "claiming a delivery failed; trying again");
+                    tokio::select! {
+                        () = &mut woken => {}
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    async fn finish(&self, delivery: &Delivery, outcome: Outcome) -> Settled {
+        let (settle, settled) = match outcome {
+            Outcome::Ok => (Settle::Done, Settled::Done),
+            Outcome::Deferred { credential, until } => {
+                let now = SystemTime::now();
+                let due = deferred_due(until, now);
+                let wait = due.duration_since(now).unwrap_or_default();
+                let pause_ms = millis(until.duration_since(now).unwrap_or_default());
+                let error = format!(
+                    "deferred: GitHub rate limit, {credential} paused until {}",
+                    humantime::format_rfc3339_seconds(until)
+                );
+                let pause = Some((credential.to_string(), pause_ms));
+                (Settle::Again { wait_ms: millis(wait), error, give_back: true, pause }, Settled::Deferred(wait))
+            }
+            Outcome::Retry(error) => match self.shared.options.retry.backoff(delivery.attempt) {
+                Some(wait) => (
+                    Settle::Again { wait_ms: millis(wait), error, give_back: false, pause: None },
+                    Settled::Retrying(wait),
+                ),
+                None => (Settle::Dead { error }, Settled::Dead),
+            },
+            Outcome::Failed(error) => (Settle::Dead { error }, Settled::Failed),
+        };
+        self.record(delivery, &settle).await;
+        if let Settle::Again { wait_ms, .. } = settle {
+            self.shared.queued.fetch_add(1, Ordering::SeqCst);
+            self.shared.due_in(Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0)));
+        }
+        settled
+    }
+
+    fn depth(&self) -> usize {
+        self.shared.queued.load(Ordering::SeqCst)
+    }
+
+    fn has_room(&self) -> bool {
+        !self.closed.load(Ordering::SeqCst) && self.depth() < self.shared.options.capacity
+    }
+
+    fn close(&self) {
+        let now = i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis())
+            .unwrap_or(i64::MAX);
+        self.closed_at.store(now, Ordering::SeqCst);
+        self.closed.store(true, Ordering::SeqCst);
+        self.shared.wake.notify_waiters();
+    }
+
+    async fn abandon(&self, interrupted: &[DeliveryId]) -> Abandoned {
+        let tokens: Vec<i64> = {
+            let held = self.shared.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+            interrupted.iter().filter_map(|id| held.get(id.as_str()).copied()).collect()
+        };
+        match self.requeue(&tokens, false).await {
+            Ok(_) => Abandoned { lost: Vec::new(), kept: self.depth() + tokens.len() },
+            Err(e) => {
+                // Still safe: their leases end and another instance, or the
+                // next start, takes them.
+                tracing::error!(error = %describe(&e), "could not requeue interrupted deliveries now; their leases will end");
+                Abandoned { lost: Vec::new(), kept: self.depth() + interrupted.len() }
+            }
+        }
+    }
+
+    async fn prune(&self, retention: Duration) -> usize {
+        leases::prune(&self.shared, retention).await
+    }
+
+    async fn counts(&self) -> StateCounts {
+        let rows = sqlx::query("SELECT state, count(*) FROM webhookd_deliveries GROUP BY state")
+            .fetch_all(&self.shared.pools.fast)
+            .await;
+        let Ok(rows) = rows else {
+            return StateCounts { queued: self.depth() as u64, ..StateCounts::default() };
+        };
+        let mut counts = StateCounts::default();
+        for row in rows {
+            let (Ok(state), Ok(n)) = (row.try_get::<String, _>(0), row.try_get::<i64, _>(1)) else { continue };
+            let n = u64::try_from(n).unwrap_or(0);
+            match state.as_str() {
+                "queued" => counts.queued = n,
+                "running" => counts.running = n,
+                "done" => counts.done = n,
+                "dead" => counts.dead = n,
+                _ => {}
+            }
+        }
+        counts
+    }
+
+    fn write_error(&self) -> Option<String> {
+        self.shared.health.outage().map(|reason| format!("{reason}; deliveries are refused until it answers again"))
+    }
+
+    async fn shutdown(&self) {
+        // Every delivery was answered: no insert is pending.
+        drop(self.inserts.lock().unwrap_or_else(PoisonError::into_inner).take());
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        for task in tasks {
+            task.abort();
+            let _ = task.await;
+        }
+        // Claims never started go back at once rather than at lease end.
+        let leftover = self.shared.tokens();
+        if !leftover.is_empty() {
+            if let Err(e) = self.requeue(&leftover, false).await {
+                tracing::warn!(error = %describe(&e), "could not hand back held deliveries; their leases will end");
+            }
+        }
+        self.shared.pools.durable.close().await;
+        self.shared.pools.fast.close().await;
+    }
+
+    fn describe(&self) -> String {
+        self.shown.clone()
+    }
+}

@@ -1,0 +1,64 @@
+-- The PostgreSQL store, shared by every webhookd instance of a deployment.
+-- Times are Unix milliseconds read from the database's clock
+-- (webhookd_now_ms), so that instances whose clocks differ agree on leases
+-- and due times.
+CREATE OR REPLACE FUNCTION webhookd_now_ms() RETURNS bigint
+    LANGUAGE sql VOLATILE AS $$ SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint $$;
+
+-- One row per accepted delivery. delivery_id is UNIQUE: the deduplication,
+-- across instances and restarts, within the retention.
+CREATE TABLE IF NOT EXISTS webhookd_deliveries (
+    seq             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    delivery_id     text    NOT NULL UNIQUE,
+    event           text    NOT NULL,
+    action          text,
+    hook_id         text,
+    target_type     text,
+    target_id       text,
+    content_kind    text    NOT NULL,             -- json | form
+    received_at     bigint  NOT NULL,
+    state           text    NOT NULL,             -- queued | running | done | dead
+    attempts        integer NOT NULL DEFAULT 0,   -- towards WEBHOOKD_MAX_ATTEMPTS; reset by replay
+    runs            integer NOT NULL DEFAULT 0,   -- every attempt ever, never reset
+    next_attempt_at bigint  NOT NULL,
+    owner           text,                         -- the instance holding the lease (state running)
+    lease_until     bigint,
+    lease_token     bigint,                       -- this claim; an outcome must carry it to be recorded
+    last_error      text,
+    finished_at     bigint,
+    installation_id bigint,                       -- the payload's installation.id: its credential under App auth
+    body            bytea   NOT NULL              -- exactly as received and signed
+);
+-- Waiting rows only: claims per installation, oldest first (turns between
+-- installations walk this index), and the scan for rows falling due.
+CREATE INDEX IF NOT EXISTS webhookd_deliveries_queued
+    ON webhookd_deliveries (coalesce(installation_id, -1), seq) WHERE state = 'queued';
+CREATE INDEX IF NOT EXISTS webhookd_deliveries_due
+    ON webhookd_deliveries (next_attempt_at) WHERE state = 'queued';
+-- Leases to renew or take over.
+CREATE INDEX IF NOT EXISTS webhookd_deliveries_leased
+    ON webhookd_deliveries (lease_until) WHERE state = 'running';
+-- Pruning by age.
+CREATE INDEX IF NOT EXISTS webhookd_deliveries_finished
+    ON webhookd_deliveries (finished_at) WHERE state IN ('done', 'dead');
+
+-- Credentials paused for a GitHub rate limit, for every instance:
+-- `token` or `installation:ID`.
+CREATE TABLE IF NOT EXISTS webhookd_pauses (
+    credential text   PRIMARY KEY,
+    until_ms   bigint NOT NULL
+);
+
+-- The next moment a content-creating write may go, per credential, so that
+-- WEBHOOKD_GITHUB_WRITE_INTERVAL spaces writes across every instance.
+CREATE TABLE IF NOT EXISTS webhookd_write_slots (
+    credential text   PRIMARY KEY,
+    next_ms    bigint NOT NULL
+);
+
+-- Housekeeping bookkeeping (the one instance holding the housekeeping lock
+-- writes it).
+CREATE TABLE IF NOT EXISTS webhookd_housekeeping (
+    id          integer PRIMARY KEY CHECK (id = 1),
+    pruned_at   bigint  NOT NULL
+);
