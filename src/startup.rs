@@ -100,6 +100,24 @@ impl StopReport {
     }
 }
 
+/// The process's one GitHub client; with a store shared by several
+/// instances, its rate-limit pauses and write spacing are the deployment's.
+fn build_github(settings: &Settings, metrics: &Arc<Metrics>, queue: &dyn DeliveryQueue) -> anyhow::Result<Arc<GitHub>> {
+    let deployment = queue.deployment_limits();
+    let github = GitHub::new(&settings.github, metrics.clone()).context("building the GitHub client")?;
+    let github = Arc::new(github.with_deployment_limits(deployment.clone()));
+    if let Some(deployment) = deployment {
+        // Weak: the store must not keep the client alive past its close.
+        let client = Arc::downgrade(&github);
+        deployment.on_pause(Box::new(move |credential, length| {
+            if let Some(client) = client.upgrade() {
+                client.pause_from_elsewhere(credential, length);
+            }
+        }));
+    }
+    Ok(github)
+}
+
 /// Runs the daemon with `handler` until SIGTERM or SIGINT, then drains.
 /// SIGHUP re-reads the secret files and every part in `reloadable`.
 pub async fn serve_until_signalled(
@@ -151,7 +169,7 @@ impl Application {
                 "WEBHOOKD_STORE=memory: accepted deliveries are held in memory only and lost if the process dies"
             );
         }
-        let github = Arc::new(GitHub::new(&settings.github, metrics.clone()).context("building the GitHub client")?);
+        let github = build_github(settings, &metrics, queue.as_ref())?;
         if github.is_dry_run() {
             tracing::warn!("no GitHub credential configured: dry run, GitHub calls are logged and not sent");
         }

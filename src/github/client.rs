@@ -35,6 +35,7 @@ use super::alarm::CredentialAlarm;
 use super::auth::{AppAuth, Auth, Exchanged, bearer};
 use super::budget::ContentBudget;
 use super::credential::CredentialKey;
+use super::deployment::DeploymentLimits;
 use super::error::GitHubError;
 use super::etag::EtagCache;
 use super::limits::Limiter;
@@ -74,6 +75,8 @@ pub struct GitHub {
     write_interval: Duration,
     retry: ClientRetry,
     metrics: Arc<Metrics>,
+    /// Pauses and write slots shared with the deployment's other instances.
+    deployment: Option<Arc<dyn DeploymentLimits>>,
 }
 
 /// A GitHub answer with a 2xx status (or a 304 served from the cache).
@@ -168,7 +171,21 @@ impl GitHub {
             write_interval: settings.write_interval,
             retry: settings.retry,
             metrics,
+            deployment: None,
         })
+    }
+
+    /// Shares rate-limit pauses and write spacing with the other instances
+    /// of a deployment (a store several instances use provides them).
+    pub fn with_deployment_limits(mut self, deployment: Option<Arc<dyn DeploymentLimits>>) -> Self {
+        self.deployment = deployment;
+        self
+    }
+
+    /// Pauses every request on `credential` for `length`: a rate limit
+    /// another instance of the deployment met.
+    pub fn pause_from_elsewhere(&self, credential: &CredentialKey, length: Duration) {
+        self.limiter(credential).pause_for(length);
     }
 
     /// True when no credential is configured and calls are only logged.
@@ -200,7 +217,13 @@ impl GitHub {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .entry(credential.clone())
-            .or_insert_with(|| Arc::new(Limiter::new(self.concurrency, self.write_interval)))
+            .or_insert_with(|| {
+                let limiter = Limiter::new(self.concurrency, self.write_interval);
+                Arc::new(match &self.deployment {
+                    Some(deployment) => limiter.shared_with(deployment.clone(), credential.clone()),
+                    None => limiter,
+                })
+            })
             .clone()
     }
 
@@ -331,6 +354,9 @@ impl GitHub {
                             pause_secs = pause.length.as_secs_f64(),
                             "GitHub rate limit: every request on this credential pauses"
                         );
+                        if let Some(deployment) = &self.deployment {
+                            deployment.publish_pause(&credential, pause.length).await;
+                        }
                     }
                     if status == StatusCode::NOT_MODIFIED {
                         if let Some((_, cached)) = cached {

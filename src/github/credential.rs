@@ -10,6 +10,17 @@ pub enum CredentialKey {
     Installation(u64),
 }
 
+impl CredentialKey {
+    /// Back from the `Display` form (`token`, `installation:ID`).
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.split_once(':') {
+            None if text == "token" => Some(Self::Token),
+            Some(("installation", id)) => id.parse().ok().map(Self::Installation),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for CredentialKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -7,12 +7,15 @@
 //!   **every** request on the credential for `retry-after` (at least 60 s
 //!   when absent, doubling on repeats), not only the one that failed.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use tokio::sync::{Semaphore, SemaphorePermit};
+
+use super::credential::CredentialKey;
+use super::deployment::DeploymentLimits;
 
 /// Pause after a secondary limit that gives no `retry-after` (GitHub: "at least one minute").
 const SECONDARY_DEFAULT_PAUSE: Duration = Duration::from_secs(60);
@@ -54,6 +57,8 @@ pub(crate) struct Limiter {
     /// writes queue up in order.
     last_write: tokio::sync::Mutex<Option<Instant>>,
     state: Mutex<State>,
+    /// The deployment's shared write slots, when instances share a store.
+    shared: Option<(Arc<dyn DeploymentLimits>, CredentialKey)>,
 }
 
 #[derive(Default)]
@@ -71,7 +76,22 @@ impl Limiter {
             write_interval,
             last_write: tokio::sync::Mutex::new(None),
             state: Mutex::new(State::default()),
+            shared: None,
         }
+    }
+
+    /// Spaces this credential's writes across every instance of the
+    /// deployment, not only within this one.
+    pub(crate) fn shared_with(mut self, deployment: Arc<dyn DeploymentLimits>, credential: CredentialKey) -> Self {
+        self.shared = Some((deployment, credential));
+        self
+    }
+
+    /// Pauses every request for `length` (a pause another instance met).
+    pub(crate) fn pause_for(&self, length: Duration) {
+        let until = Instant::now() + length.min(MAX_HONOURED_WAIT);
+        let mut state = self.state();
+        state.paused_until = Some(state.paused_until.map_or(until, |current| current.max(until)));
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -104,6 +124,7 @@ impl Limiter {
                 if let Some(due) = due {
                     tokio::time::sleep_until(due.into()).await;
                 }
+                self.wait_for_shared_slot().await;
                 self.wait_out_pause(max_wait).await?;
                 *last = Some(Instant::now());
             }
@@ -113,6 +134,20 @@ impl Limiter {
                 return Ok(permit);
             }
             // A pause began while we queued: give the slot back and wait.
+        }
+    }
+
+    /// Waits for this write's slot in the deployment, if instances share
+    /// one. Should the store not answer, the local spacing alone holds.
+    async fn wait_for_shared_slot(&self) {
+        let Some((deployment, credential)) = &self.shared else { return };
+        if self.write_interval.is_zero() {
+            return;
+        }
+        match deployment.reserve_write(credential, self.write_interval).await {
+            Ok(wait) if !wait.is_zero() => tokio::time::sleep(wait.min(MAX_HONOURED_WAIT)).await,
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "no shared write slot; spacing writes within this instance only"),
         }
     }
 

@@ -6,8 +6,9 @@
 
 //!
 //! The modules depend one way (no module imports one above it):
-//! - bottom: `credential`, `wire`, `read`, `tls`, `budget`, `limits`,
-//!   `alarm`, `error` (uses `credential`, `tls`), `etag` (uses `credential`);
+//! - bottom: `credential`, `wire`, `read`, `tls`, `budget`, `alarm`,
+//!   `deployment`, `error` (uses `credential`, `tls`), `etag` and `limits`
+//!   (use `credential`, `deployment`);
 //! - `auth` (uses `error`, `read`, `wire`);
 //! - `client` (the `GitHub` type: uses everything below it);
 //! - top: `api` (`GitHubApi`, on `client`) and `forward` (on `client`'s types).
@@ -18,6 +19,7 @@ mod auth;
 mod budget;
 mod client;
 mod credential;
+mod deployment;
 mod error;
 mod etag;
 mod forward;
@@ -30,6 +32,7 @@ pub use alarm::CredentialAlarm;
 pub use api::GitHubApi;
 pub use client::{GitHub, GitHubResponse, IN_REQUEST_WAIT, MAX_ANSWER_BYTES, Reply, Request, route_template};
 pub use credential::CredentialKey;
+pub use deployment::{DeploymentLimits, PauseListener};
 pub use error::GitHubError;
 pub use forward::MAX_FORWARD_ANSWER_BYTES;
 pub use limits::PauseReason;

@@ -32,7 +32,7 @@ use async_trait::async_trait;
 
 use crate::config::{Settings, StoreKind};
 use crate::delivery::{Delivery, DeliveryId};
-use crate::github::CredentialKey;
+use crate::github::{CredentialKey, DeploymentLimits};
 use crate::retry::RetryPolicy;
 use crate::telemetry::metrics::Metrics;
 pub use credentials::{CredentialScheme, Pauses};
@@ -168,7 +168,14 @@ pub trait DeliveryQueue: Send + Sync + 'static {
     /// after the workers have stopped.
     async fn shutdown(&self) {}
 
-    /// The backend, for logs: `memory` or `sqlite:PATH`.
+    /// What the instances sharing this store share of GitHub's limits
+    /// (pauses, write spacing); `None` for a store only this process uses.
+    fn deployment_limits(&self) -> Option<Arc<dyn DeploymentLimits>> {
+        None
+    }
+
+    /// The backend, for logs: `memory`, `sqlite:PATH` or the PostgreSQL URL
+    /// without its password.
     fn describe(&self) -> String;
 }
 

@@ -20,10 +20,13 @@
 //!   with skewed clocks agree.
 
 mod connect;
+mod deployment;
 mod inserter;
 mod leases;
 #[cfg(test)]
 pub(crate) mod test_db;
+#[cfg(test)]
+mod tests;
 mod wakeups;
 
 use std::collections::HashMap;
@@ -139,6 +142,8 @@ pub(crate) struct Shared {
     /// falls due (ms since `started`).
     next_due: AtomicI64,
     started: Instant,
+    /// Told of every rate-limit pause announced (the GitHub client's).
+    pause_listener: Mutex<Option<crate::github::PauseListener>>,
 }
 
 impl Shared {
@@ -204,6 +209,7 @@ impl PostgresQueue {
             last_lane: AtomicI64::new(i64::MIN),
             next_due: AtomicI64::new(i64::MAX),
             started: Instant::now(),
+            pause_listener: Mutex::new(None),
         });
         let (inserts, rx) = async_channel::bounded(shared.options.capacity.clamp(1, 65_536));
         let mut tasks = Vec::new();
@@ -646,6 +652,10 @@ impl DeliveryQueue for PostgresQueue {
         }
         self.shared.pools.durable.close().await;
         self.shared.pools.fast.close().await;
+    }
+
+    fn deployment_limits(&self) -> Option<Arc<dyn crate::github::DeploymentLimits>> {
+        Some(Arc::new(deployment::SharedLimits(self.shared.clone())))
     }
 
     fn describe(&self) -> String {

@@ -8,6 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::PgListener;
+use std::sync::PoisonError;
+
+use crate::github::CredentialKey;
 
 use super::{MAX_BACKOFF, Shared};
 
@@ -49,7 +52,11 @@ fn on_notification(shared: &Shared, channel: &str, payload: &str) {
             let wait = payload.rsplit(' ').next().and_then(|ms| ms.parse::<u64>().ok()).unwrap_or(0);
             shared.due_in(Duration::from_millis(wait));
             if channel == "webhookd_paused" {
-                tracing::info!(pause = %payload, "a credential was paused for a GitHub rate limit (by this or another instance)");
+                let credential = payload.split(' ').next().and_then(CredentialKey::parse);
+                let listener = shared.pause_listener.lock().unwrap_or_else(PoisonError::into_inner);
+                if let (Some(credential), Some(listener)) = (credential, listener.as_ref()) {
+                    listener(&credential, Duration::from_millis(wait));
+                }
             }
         }
         _ => {}

@@ -1,0 +1,157 @@
+//! What only a store shared by several instances must do (the contract
+//! tests in `queue::contract` cover the rest): take over a dead instance's
+//! deliveries, refuse an outcome from an instance that lost its lease,
+//! share write slots and pauses.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sqlx::Connection;
+
+use super::test_db::TestDb;
+use super::{PostgresOptions, PostgresQueue};
+use crate::delivery::{Delivery, DeliveryId};
+use crate::github::{CredentialKey, DeploymentLimits};
+use crate::queue::{CredentialScheme, DeliveryQueue, Enqueued, Outcome, Settled};
+use crate::retry::RetryPolicy;
+use crate::webhook::body::ContentKind;
+use crate::webhook::headers::{EventName, GitHubHeaders};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn options(lease: Duration) -> PostgresOptions {
+    PostgresOptions {
+        capacity: 100,
+        retry: RetryPolicy { max_attempts: 3, base: Duration::from_millis(100) },
+        credentials: CredentialScheme::App,
+        lease,
+        connections: 4,
+    }
+}
+
+fn delivery(id: &str) -> Delivery {
+    let headers = GitHubHeaders {
+        event: EventName::parse("issues").expect("event"),
+        delivery_id: DeliveryId::parse(id).expect("id"),
+        hook_id: None,
+        target_type: None,
+        target_id: None,
+    };
+    let body = Bytes::from(r#"{"action":"opened","installation":{"id":1}}"#);
+    Delivery::from_verified(headers, ContentKind::Json, body).expect("valid")
+}
+
+async fn next(queue: &PostgresQueue) -> Delivery {
+    tokio::time::timeout(WAIT, queue.next()).await.expect("a delivery in time").expect("open")
+}
+
+async fn sql(db: &TestDb, statement: &str) {
+    let mut conn = sqlx::PgConnection::connect(db.url.expose()).await.expect("connects");
+    sqlx::raw_sql(statement).execute(&mut conn).await.expect("statement");
+}
+
+#[tokio::test]
+async fn an_instance_that_lost_its_lease_does_not_record_over_the_new_owner() {
+    let Some(db) = TestDb::create().await else { return };
+    let a = PostgresQueue::open(&db.url, options(Duration::from_secs(30))).await.expect("a");
+    let b = PostgresQueue::open(&db.url, options(Duration::from_secs(30))).await.expect("b");
+    assert_eq!(a.enqueue(delivery("x")).await, Ok(Enqueued::Queued));
+    assert_eq!(b.enqueue(delivery("x")).await, Ok(Enqueued::Duplicate), "dedup across instances");
+    let on_a = next(&a).await;
+    // As the housekeeper does once a lease has ended.
+    sql(&db, "UPDATE webhookd_deliveries SET state = 'queued', owner = NULL, lease_until = NULL, lease_token = NULL")
+        .await;
+    let on_b = next(&b).await;
+    assert_eq!((on_b.id().as_str(), on_b.attempt, on_b.first_run), ("x", 2, false));
+    // A's failure comes late: it must not undo B's claim.
+    a.finish(&on_a, Outcome::Failed("late".into())).await;
+    assert_eq!(b.counts().await.running, 1, "still B's");
+    assert_eq!(b.finish(&on_b, Outcome::Ok).await, Settled::Done);
+    assert_eq!(b.counts().await.done, 1);
+    for q in [a, b] {
+        q.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_dead_instances_expired_lease_is_taken_over() {
+    let Some(db) = TestDb::create().await else { return };
+    let lease = Duration::from_secs(2);
+    let survivor = PostgresQueue::open(&db.url, options(lease)).await.expect("opens");
+    // A row a vanished instance claimed; its lease ended a moment ago.
+    survivor.enqueue(delivery("orphan")).await.expect("stored");
+    sql(
+        &db,
+        "UPDATE webhookd_deliveries SET state = 'running', owner = 'gone', attempts = 1, runs = 1,
+                lease_token = 42, lease_until = webhookd_now_ms() - 1",
+    )
+    .await;
+    let started = Instant::now();
+    let taken = next(&survivor).await;
+    assert_eq!((taken.id().as_str(), taken.attempt), ("orphan", 2));
+    // The housekeeper looks every third of the lease.
+    assert!(started.elapsed() < lease + Duration::from_secs(1), "{:?}", started.elapsed());
+    survivor.shutdown().await;
+}
+
+#[tokio::test]
+async fn write_slots_are_spaced_across_instances_per_credential() {
+    let Some(db) = TestDb::create().await else { return };
+    let a = PostgresQueue::open(&db.url, options(Duration::from_secs(30))).await.expect("a");
+    let b = PostgresQueue::open(&db.url, options(Duration::from_secs(30))).await.expect("b");
+    let (la, lb) = (a.deployment_limits().expect("shared"), b.deployment_limits().expect("shared"));
+    let one = CredentialKey::Installation(1);
+    let interval = Duration::from_millis(500);
+    let mut waits = Vec::new();
+    for limits in [&la, &lb, &la, &lb] {
+        waits.push(limits.reserve_write(&one, interval).await.expect("slot"));
+    }
+    // Each slot is an interval after the one before, whichever instance took it.
+    for (n, wait) in waits.iter().enumerate() {
+        let expected = interval * u32::try_from(n).expect("small");
+        assert!(
+            *wait + Duration::from_millis(150) >= expected && *wait <= expected,
+            "slot {n}: waits {wait:?}, expected about {expected:?}"
+        );
+    }
+    let other = lb.reserve_write(&CredentialKey::Installation(2), interval).await.expect("slot");
+    assert_eq!(other, Duration::ZERO, "another credential has its own slots");
+    for q in [a, b] {
+        q.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_pause_published_by_one_instance_reaches_the_others() {
+    let Some(db) = TestDb::create().await else { return };
+    let a = PostgresQueue::open(&db.url, options(Duration::from_secs(30))).await.expect("a");
+    let b = PostgresQueue::open(&db.url, options(Duration::from_secs(30))).await.expect("b");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    b.deployment_limits().expect("shared").on_pause(Box::new(move |credential, length| {
+        let _ = tx.send((credential.clone(), length));
+    }));
+    // B listens once its listener connected: publish until it hears.
+    let a_limits: Arc<dyn DeploymentLimits> = a.deployment_limits().expect("shared");
+    let heard = tokio::time::timeout(WAIT, async {
+        loop {
+            a_limits.publish_pause(&CredentialKey::Installation(7), Duration::from_secs(5)).await;
+            tokio::select! {
+                heard = rx.recv() => break heard,
+                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    })
+    .await
+    .expect("heard in time");
+    let (credential, length) = heard.expect("a pause");
+    assert_eq!(credential, CredentialKey::Installation(7));
+    assert_eq!(length, Duration::from_secs(5));
+    // And B's claims skip the paused installation meanwhile.
+    b.enqueue(delivery("paused")).await.expect("stored");
+    sql(&db, "UPDATE webhookd_pauses SET credential = 'installation:1'").await;
+    assert!(tokio::time::timeout(Duration::from_millis(1500), b.next()).await.is_err(), "handed out while paused");
+    for q in [a, b] {
+        q.shutdown().await;
+    }
+}
