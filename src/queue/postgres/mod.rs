@@ -515,7 +515,13 @@ impl DeliveryQueue for PostgresQueue {
             tokio::pin!(woken);
             woken.as_mut().enable();
             match self.claim().await {
-                Ok(Some(delivery)) => return Some(delivery),
+                Ok(Some(delivery)) => {
+                    // There may be more: wake the next idle worker, which
+                    // wakes another if it finds one too. A notification
+                    // wakes one worker, and a burst fans out from it.
+                    self.shared.wake.notify_one();
+                    return Some(delivery);
+                }
                 Ok(None) if self.closed.load(Ordering::SeqCst) => return None,
                 Ok(None) => {
                     backoff = Duration::from_millis(100);
