@@ -28,7 +28,7 @@ pub enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
-    /// Inspect and re-queue stored deliveries (durable store; works while the daemon runs).
+    /// Inspect and re-queue stored deliveries (SQLite or PostgreSQL store; works while daemons run).
     Deliveries {
         #[command(subcommand)]
         command: DeliveriesCommand,
@@ -70,7 +70,7 @@ pub enum DeliveriesCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Queue deliveries again with their attempts reset; the daemon picks them up within a second.
+    /// Queue deliveries again with their attempts reset (not running ones); daemons pick them up within a second.
     Replay {
         /// Delivery ids.
         #[arg(required_unless_present = "status", conflicts_with = "status")]

@@ -4,12 +4,14 @@
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
-use rusqlite::Connection;
 use serde_json::{Value, json};
 
 use crate::cli::DeliveriesCommand;
 use crate::config::{Env, StoreKind, store_from_env};
-use crate::queue::sqlite::admin::{self, Summary};
+use crate::queue::StoreError;
+use crate::queue::admin::{Access, ListFilter, StoreAdmin, Summary};
+use crate::queue::postgres::admin::PostgresAdmin;
+use crate::queue::sqlite::admin::SqliteAdmin;
 use crate::run::{EXIT_CONFIG, EXIT_RUNTIME};
 
 /// Longest error text shown in a table cell.
@@ -26,37 +28,62 @@ pub fn deliveries(env: &Env, command: &DeliveriesCommand) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let StoreKind::Sqlite(path) = store else {
-        eprintln!("webhookd: WEBHOOKD_STORE: the deliveries commands need the durable store (sqlite:PATH), not memory");
-        return ExitCode::from(EXIT_CONFIG);
-    };
     // Reading needs no write access, and must not change the store.
-    let reads_only = matches!(command, DeliveriesCommand::List { .. } | DeliveriesCommand::Show { .. });
-    let opened = if reads_only { admin::open_read_only(&path) } else { admin::open(&path) };
-    let conn = match opened {
-        Ok(conn) => conn,
+    let access = match command {
+        DeliveriesCommand::List { .. } | DeliveriesCommand::Show { .. } => Access::ReadOnly,
+        DeliveriesCommand::Replay { .. } | DeliveriesCommand::Prune => Access::ReadWrite,
+    };
+    // One command, a few statements: a runtime on this thread is enough.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("webhookd: {e}");
-            return ExitCode::from(EXIT_CONFIG);
+            eprintln!("webhookd: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    match run(&conn, command, retention) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("webhookd: {e}");
-            ExitCode::from(EXIT_RUNTIME)
+    runtime.block_on(async {
+        let admin = match open(&store, access).await {
+            Ok(admin) => admin,
+            Err(code) => return code,
+        };
+        match run(admin.as_ref(), command, retention).await {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("webhookd: {e}");
+                ExitCode::from(EXIT_RUNTIME)
+            }
         }
-    }
+    })
 }
 
-fn run(
-    conn: &Connection,
-    command: &DeliveriesCommand,
-    retention: Duration,
-) -> Result<ExitCode, crate::queue::StoreError> {
+/// The store's admin access; a store that cannot be opened exits 2, one
+/// that cannot be reached (a PostgreSQL server down) exits 1.
+async fn open(store: &StoreKind, access: Access) -> Result<Box<dyn StoreAdmin>, ExitCode> {
+    let opened: Result<Box<dyn StoreAdmin>, StoreError> = match store {
+        StoreKind::Memory => {
+            eprintln!(
+                "webhookd: WEBHOOKD_STORE: the deliveries commands need a durable store (sqlite:PATH or \
+                 postgres://…), not memory"
+            );
+            return Err(ExitCode::from(EXIT_CONFIG));
+        }
+        StoreKind::Sqlite(path) => SqliteAdmin::open(path, access).map(|a| Box::new(a) as Box<dyn StoreAdmin>),
+        StoreKind::Postgres(url) => {
+            PostgresAdmin::connect(url, access).await.map(|a| Box::new(a) as Box<dyn StoreAdmin>)
+        }
+    };
+    opened.map_err(|e| {
+        eprintln!("webhookd: {e}");
+        let code = if matches!(e, StoreError::Unreachable { .. }) { EXIT_RUNTIME } else { EXIT_CONFIG };
+        ExitCode::from(code)
+    })
+}
+
+async fn run(admin: &dyn StoreAdmin, command: &DeliveriesCommand, retention: Duration) -> Result<ExitCode, StoreError> {
     match command {
         DeliveriesCommand::List { status, event, limit, json } => {
-            let rows = admin::list(conn, status.as_deref(), event.as_deref(), *limit)?;
+            let filter = ListFilter { state: status.as_deref(), event: event.as_deref(), limit: *limit };
+            let rows = admin.list(filter).await?;
             if *json {
                 out!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
             } else {
@@ -64,7 +91,7 @@ fn run(
             }
         }
         DeliveriesCommand::Show { id, json } => {
-            let Some(detail) = admin::show(conn, id)? else {
+            let Some(detail) = admin.show(id).await? else {
                 eprintln!("webhookd: no delivery {id:?} in the store");
                 return Ok(ExitCode::from(EXIT_RUNTIME));
             };
@@ -81,6 +108,9 @@ fn run(
                 out!("delivery      {}", s.delivery_id);
                 out!("event         {}{}", s.event, s.action.as_deref().map(|a| format!(".{a}")).unwrap_or_default());
                 out!("state         {}", s.state);
+                if let Some(owner) = &detail.owner {
+                    out!("held by       {owner}");
+                }
                 out!("attempts      {}", s.attempts);
                 out!("received      {}", time(s.received_at));
                 if s.state == "queued" {
@@ -108,19 +138,34 @@ fn run(
         }
         DeliveriesCommand::Replay { ids, status } => {
             if let Some(state) = status {
-                let n = admin::replay_state(conn, state)?;
+                let n = admin.replay_state(state).await?;
                 out!("{n} {state} deliveries queued again");
             } else {
-                let missed = admin::replay(conn, ids)?;
-                out!("{} deliveries queued again", ids.len() - missed.len());
-                if !missed.is_empty() {
-                    eprintln!("webhookd: not found or running now: {}", missed.join(", "));
+                // An id given twice is replayed once.
+                let mut unique: Vec<String> = Vec::with_capacity(ids.len());
+                for id in ids {
+                    if !unique.contains(id) {
+                        unique.push(id.clone());
+                    }
+                }
+                let replayed = admin.replay(&unique).await?;
+                out!("{} deliveries queued again", replayed.queued);
+                if !replayed.not_found.is_empty() {
+                    eprintln!("webhookd: not in the store: {}", replayed.not_found.join(", "));
+                }
+                if !replayed.running.is_empty() {
+                    eprintln!(
+                        "webhookd: running now, left alone (replay once it has finished): {}",
+                        replayed.running.join(", ")
+                    );
+                }
+                if !(replayed.not_found.is_empty() && replayed.running.is_empty()) {
                     return Ok(ExitCode::from(EXIT_RUNTIME));
                 }
             }
         }
         DeliveriesCommand::Prune => {
-            let n = admin::prune(conn, retention)?;
+            let n = admin.prune(retention).await?;
             out!("{n} finished deliveries older than {} deleted", humantime::format_duration(retention));
         }
     }

@@ -474,6 +474,28 @@ async fn sqlite_hands_out_rows_requeued_from_outside_even_while_new_deliveries_k
 }
 
 #[tokio::test]
+async fn sqlite_replay_leaves_a_running_delivery_alone_and_says_which_ids_it_did_not_find() {
+    use crate::queue::admin::{Access, Replayed, StoreAdmin};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("q.db");
+    let q = SqliteQueue::open(&path, sqlite_options(10), Arc::new(Metrics::new())).expect("opens");
+    q.enqueue(delivery("done")).await.expect("queued");
+    let done = next(&q).await;
+    q.finish(&done, Outcome::Ok).await;
+    q.enqueue(delivery("busy")).await.expect("queued");
+    let busy = next(&q).await;
+
+    let admin = crate::queue::sqlite::admin::SqliteAdmin::open(&path, Access::ReadWrite).expect("admin open");
+    let ids = ["busy", "gone", "done"].map(String::from);
+    let replayed = admin.replay(&ids).await.expect("replay");
+    assert_eq!(replayed, Replayed { queued: 1, not_found: vec!["gone".into()], running: vec!["busy".into()] });
+    let shown = admin.show("busy").await.expect("show").expect("found");
+    assert_eq!((shown.summary.state.as_str(), shown.summary.attempts), ("running", 1), "left alone");
+    q.finish(&busy, Outcome::Ok).await;
+    q.shutdown().await;
+}
+
+#[tokio::test]
 async fn sqlite_deliveries_held_for_workers_at_the_drain_go_back_as_never_started() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("q.db");

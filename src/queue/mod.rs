@@ -17,6 +17,7 @@
 //!   no delivery of that credential is handed out before then. Under a
 //!   backlog, credentials take turns (round-robin), oldest first within one.
 
+pub mod admin;
 #[cfg(test)]
 mod contract;
 pub mod credentials;

@@ -2,6 +2,7 @@
 //! random port, against a mock GitHub API on loopback where GitHub is needed.
 
 mod client_scale;
+mod deliveries_postgres;
 mod durability;
 mod fairness;
 mod github;
@@ -9,6 +10,7 @@ mod helpers;
 mod hostile;
 mod lifecycle;
 mod outbound;
+mod pg_db;
 mod pooling;
 mod process;
 mod properties;

@@ -7,7 +7,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Row};
 
 use super::{MIGRATION_LOCK, SCHEMA, SCHEMA_VERSION};
@@ -30,20 +30,9 @@ pub(super) struct Pools {
 /// Connects and migrates; a server that cannot be reached is
 /// `Unreachable` (exit 1), a schema from a newer webhookd is `Open` (exit 2).
 pub(super) async fn connect(url: &PostgresUrl, connections: u32) -> Result<Pools, StoreError> {
-    let unreachable = |e: &sqlx::Error| StoreError::Unreachable { host: url.host().to_owned(), reason: describe(e) };
-    let options = PgConnectOptions::from_str(url.expose()).map_err(|e| StoreError::Open {
-        path: url.shown().into(),
-        reason: format!("not a usable PostgreSQL URL: {}", describe(&e)),
-    })?;
-    let options = options.application_name("webhookd");
+    let options = options(url)?.application_name("webhookd");
     // Fail fast at start: one connection, then the pools.
-    let mut first = tokio::time::timeout(CONNECT_TIMEOUT, sqlx::PgConnection::connect_with(&options))
-        .await
-        .map_err(|_| StoreError::Unreachable {
-            host: url.host().to_owned(),
-            reason: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
-        })?
-        .map_err(|e| unreachable(&e))?;
+    let mut first = connect_one(url, &options).await?;
     migrate(&mut first, url).await?;
     first.close().await.ok();
     let pool = |commit: &'static str, size: u32| {
@@ -59,9 +48,43 @@ pub(super) async fn connect(url: &PostgresUrl, connections: u32) -> Result<Pools
     Ok(Pools { durable: pool("on", connections), fast: pool("off", connections) })
 }
 
+/// The connection settings `url` holds, or why they are not usable (without
+/// repeating the URL's password).
+pub(super) fn options(url: &PostgresUrl) -> Result<PgConnectOptions, StoreError> {
+    PgConnectOptions::from_str(url.expose()).map_err(|e| StoreError::Open {
+        path: url.shown().into(),
+        reason: format!("not a usable PostgreSQL URL: {}", describe(&e)),
+    })
+}
+
+/// One connection, within `CONNECT_TIMEOUT`: a server that cannot be
+/// reached (or refuses this user or database) is `Unreachable`.
+pub(super) async fn connect_one(url: &PostgresUrl, options: &PgConnectOptions) -> Result<PgConnection, StoreError> {
+    let unreachable = |reason: String| StoreError::Unreachable { host: url.host().to_owned(), reason };
+    tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(options))
+        .await
+        .map_err(|_| unreachable(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs())))?
+        .map_err(|e| unreachable(describe(&e)))
+}
+
+/// The schema version the database is at; `None` when webhookd never set
+/// it up there.
+pub(super) async fn schema_version(conn: &mut PgConnection) -> Result<Option<i32>, sqlx::Error> {
+    let set_up: bool = sqlx::query(
+        "SELECT to_regclass('webhookd_schema') IS NOT NULL AND to_regclass('webhookd_deliveries') IS NOT NULL",
+    )
+    .fetch_one(&mut *conn)
+    .await?
+    .try_get(0)?;
+    if !set_up {
+        return Ok(None);
+    }
+    sqlx::query("SELECT max(version) FROM webhookd_schema").fetch_one(&mut *conn).await?.try_get(0)
+}
+
 /// Applies the schema (idempotent) under the migration lock and records its
 /// version; refuses a database a newer webhookd has migrated.
-async fn migrate(conn: &mut sqlx::PgConnection, url: &PostgresUrl) -> Result<(), StoreError> {
+pub(super) async fn migrate(conn: &mut PgConnection, url: &PostgresUrl) -> Result<(), StoreError> {
     let failed = |e: sqlx::Error| StoreError::Open {
         path: url.shown().into(),
         reason: format!("cannot set up the schema: {}", describe(&e)),

@@ -19,6 +19,7 @@
 //! - Times are the database's clock (`webhookd_now_ms()`), so instances
 //!   with skewed clocks agree.
 
+pub mod admin;
 mod connect;
 mod deployment;
 mod inserter;

@@ -10,45 +10,16 @@
 use std::path::Path;
 use std::time::Duration;
 
+use std::sync::{Mutex, PoisonError};
+
+use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
-use serde::Serialize;
 
 use super::connection::{self, SCHEMA_VERSION};
 use super::rows::{BODY_COLUMNS, stored_body};
 use super::{StoreError, body_log, now_ms, open_connection};
 use crate::queue::StateCounts;
-
-/// The states a delivery moves through.
-pub const STATES: [&str; 4] = ["queued", "running", "done", "dead"];
-
-/// One line of `deliveries list`.
-#[derive(Debug, Serialize)]
-pub struct Summary {
-    pub delivery_id: String,
-    pub event: String,
-    pub action: Option<String>,
-    pub state: String,
-    pub attempts: u32,
-    /// Unix milliseconds.
-    pub received_at: i64,
-    pub next_attempt_at: i64,
-    pub last_error: Option<String>,
-}
-
-/// Everything `deliveries show` prints.
-#[derive(Debug, Serialize)]
-pub struct Detail {
-    #[serde(flatten)]
-    pub summary: Summary,
-    pub hook_id: Option<String>,
-    pub target_type: Option<String>,
-    pub target_id: Option<String>,
-    pub content_kind: String,
-    pub finished_at: Option<i64>,
-    /// The body as received, or why it cannot be read.
-    #[serde(skip)]
-    pub body: Result<Vec<u8>, String>,
-}
+use crate::queue::admin::{Access, Detail, ListFilter, Replayed, StoreAdmin, Summary};
 
 /// Opens an existing database for the operator's write commands, bringing
 /// it to the current schema.
@@ -163,6 +134,7 @@ pub fn show(conn: &Connection, delivery_id: &str) -> Result<Option<Detail>, Stor
             target_id: r.get(10)?,
             content_kind: r.get(11)?,
             finished_at: r.get(12)?,
+            owner: None,
             body: stored_body(r, 13, |at| body_log::read(&bodies, at))?,
         })
     })
@@ -230,6 +202,59 @@ pub fn count_states(conn: &Connection) -> rusqlite::Result<StateCounts> {
         }
     }
     Ok(counts)
+}
+
+/// [`StoreAdmin`] over one connection, opened as the command needs.
+pub struct SqliteAdmin {
+    // A connection is not `Sync`; the commands use it from one task.
+    conn: Mutex<Connection>,
+}
+
+impl SqliteAdmin {
+    pub fn open(path: &Path, access: Access) -> Result<Self, StoreError> {
+        let conn = match access {
+            Access::ReadOnly => open_read_only(path)?,
+            Access::ReadWrite => open(path)?,
+        };
+        Ok(Self { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl StoreAdmin for SqliteAdmin {
+    async fn list(&self, filter: ListFilter<'_>) -> Result<Vec<Summary>, StoreError> {
+        list(&self.conn(), filter.state, filter.event, filter.limit)
+    }
+
+    async fn show(&self, delivery_id: &str) -> Result<Option<Detail>, StoreError> {
+        show(&self.conn(), delivery_id)
+    }
+
+    async fn replay(&self, delivery_ids: &[String]) -> Result<Replayed, StoreError> {
+        let conn = self.conn();
+        let missed = replay(&conn, delivery_ids)?;
+        let mut replayed = Replayed { queued: delivery_ids.len() - missed.len(), ..Replayed::default() };
+        let mut state = conn.prepare("SELECT state FROM deliveries WHERE delivery_id = ?1").map_err(read)?;
+        for id in missed {
+            match state.query_row(params![id], |r| r.get::<_, String>(0)).optional().map_err(read)? {
+                Some(_) => replayed.running.push(id),
+                None => replayed.not_found.push(id),
+            }
+        }
+        Ok(replayed)
+    }
+
+    async fn replay_state(&self, state: &str) -> Result<usize, StoreError> {
+        replay_state(&self.conn(), state)
+    }
+
+    async fn prune(&self, retention: Duration) -> Result<usize, StoreError> {
+        prune(&self.conn(), retention)
+    }
 }
 
 /// The body log beside the database `conn` is open on.
