@@ -10,6 +10,7 @@ mod hostile;
 mod lifecycle;
 mod outbound;
 mod pooling;
+mod postgres_config;
 mod process;
 mod properties;
 mod rules;
