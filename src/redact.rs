@@ -23,22 +23,24 @@ pub fn url(url: &Url) -> String {
 /// As `url`, for text that may not even parse as a URL (a configuration
 /// error shows what was wrong without showing what it held).
 pub fn url_str(raw: &str) -> String {
-    // `user:pass@host` parses too, as scheme `user` with an opaque path.
-    if let Some(parsed) = Url::parse(raw).ok().filter(|u| !u.cannot_be_a_base()) {
+    // `user:pass@host` parses too, as scheme `user` with an opaque path. An
+    // '@' past the host means a password holding '/', '?' or '#' ended the
+    // host early: the "port" and "path" would be pieces of it.
+    if let Some(parsed) =
+        Url::parse(raw).ok().filter(|u| !u.cannot_be_a_base() && !u[url::Position::BeforePath..].contains('@'))
+    {
         return url(&parsed);
     }
-    let end = raw.find(['?', '#']).unwrap_or(raw.len());
-    let raw = &raw[..end];
     let (scheme, rest) = match raw.split_once("://") {
         Some((scheme, rest)) => (Some(scheme), rest),
         None => (None, raw),
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    // Everything up to the last '@' may be userinfo, whatever it holds.
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, after)| after);
+    let rest = &rest[..rest.find(['?', '#']).unwrap_or(rest.len())];
     let shown = match scheme {
-        Some(scheme) => format!("{scheme}://{host}{path}"),
-        None => format!("{host}{path}"),
+        Some(scheme) => format!("{scheme}://{rest}"),
+        None => rest.to_owned(),
     };
     echo(&shown)
 }
@@ -71,6 +73,23 @@ mod tests {
         assert_eq!(shown, "https://host:99999/x");
         assert_eq!(url_str("user:PASS@host/p?q=1"), "host/p");
         assert_eq!(url_str("nonsense"), "nonsense");
+    }
+
+    #[test]
+    fn passwords_holding_url_delimiters_are_not_shown() {
+        // Unencoded '/', '?' or '#' end the host part early; base64 passwords hold '/'.
+        for raw in [
+            "postgres://app:ab/cd+==@db:5432/hooks",
+            "postgres://app:ab?cd@db:5432/hooks",
+            "postgres://app:ab#cd@db:5432/hooks",
+            // Digits first: parses, as host `app`, port 12 and path `/cd@db…`.
+            "postgres://app:12/cd@db:5432/hooks",
+            "https://x:12/cd@ghe.example/api",
+        ] {
+            let shown = url_str(raw);
+            assert!(!shown.contains("ab") && !shown.contains("cd") && !shown.contains("12"), "{raw} -> {shown}");
+            assert!(shown.contains("db:5432/hooks") || shown.contains("ghe.example/api"), "{raw} -> {shown}");
+        }
     }
 
     #[test]

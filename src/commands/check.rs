@@ -27,7 +27,9 @@ pub fn check(env: &Env) -> ExitCode {
     let store = match &s.store {
         StoreKind::Memory => "memory (volatile: lost if the process dies)".to_owned(),
         StoreKind::Sqlite(path) => format!("sqlite:{} (durable)", path.display()),
-        StoreKind::Postgres(url) => format!("{} (durable, shared by every instance using it)", url.shown()),
+        StoreKind::Postgres(url) => {
+            format!("{} ({}; durable, shared by every instance using it)", url.shown(), url.details())
+        }
     };
     out!("configuration OK");
     out!("  listen            {}", s.listen);

@@ -501,10 +501,103 @@ mod tests {
         let s = Settings::from_env(&env(&[("WEBHOOKD_SECRET", "s"), ("WEBHOOKD_STORE", "sqlite:/var/lib/w.db")]))
             .expect("valid");
         assert_eq!(s.store, StoreKind::Sqlite(PathBuf::from("/var/lib/w.db")));
-        for bad in ["sqlite:", "postgres://db", "mem"] {
+        for bad in ["sqlite:", "postgres://db?sslmode=sometimes", "mem"] {
             let err = Settings::from_env(&env(&[("WEBHOOKD_SECRET", "s"), ("WEBHOOKD_STORE", bad)])).expect_err(bad);
             assert!(err.to_string().starts_with("WEBHOOKD_STORE:"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_postgres_store_is_accepted_with_its_lease_and_never_printed_with_its_password() {
+        let url = "postgres://app:hunter2@db.internal:5432/hooks?sslmode=require&password=s3cr3t";
+        let s = Settings::from_env(&env(&[("WEBHOOKD_SECRET", "s"), ("WEBHOOKD_STORE", url)])).expect("valid");
+        let StoreKind::Postgres(parsed) = &s.store else { panic!("not postgres: {:?}", s.store) };
+        assert_eq!((parsed.expose(), parsed.host()), (url, "db.internal:5432"));
+        assert_eq!(s.queue_capacity, DEFAULT_STORE_QUEUE_CAPACITY);
+        assert_eq!(s.lease, DEFAULT_LEASE);
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("hunter2") && !debug.contains("s3cr3t"), "{debug}");
+
+        let lease = |v: &str| {
+            Settings::from_env(&env(&[("WEBHOOKD_SECRET", "s"), ("WEBHOOKD_STORE", url), ("WEBHOOKD_LEASE", v)]))
+        };
+        assert_eq!(lease("2s").expect("lower bound").lease, Duration::from_secs(2));
+        assert_eq!(lease("1h").expect("upper bound").lease, Duration::from_secs(3600));
+        for bad in ["1s", "61m", "soon"] {
+            let err = lease(bad).expect_err(bad).to_string();
+            assert!(err.starts_with("WEBHOOKD_LEASE:"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_bad_store_url_is_named_without_its_password() {
+        let err = Settings::from_env(&env(&[
+            ("WEBHOOKD_SECRET", "s"),
+            ("WEBHOOKD_STORE", "postgres://app:hunter2@db/x?sslmode=sometimes&password=s3cr3t"),
+        ]))
+        .expect_err("bad sslmode")
+        .to_string();
+        assert!(err.starts_with("WEBHOOKD_STORE:") && err.contains("db/x"), "{err}");
+        assert!(!err.contains("hunter2") && !err.contains("s3cr3t"), "{err}");
+        // Not even recognised as PostgreSQL: still shown without credentials.
+        let err = Settings::from_env(&env(&[("WEBHOOKD_SECRET", "s"), ("WEBHOOKD_STORE", "pgsql://app:hunter2@db/x")]))
+            .expect_err("unknown scheme")
+            .to_string();
+        assert!(err.starts_with("WEBHOOKD_STORE: expected") && err.contains("postgres://"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn the_store_can_come_from_a_file_also_under_the_credentials_directory() {
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::write(dir.path().join("store-url"), "\n  postgres://app:hunter2@db.internal/hooks  \nignored\n")
+            .expect("write");
+        let credentials = dir.path().to_str().expect("utf8");
+        let from_file = |name: &str| {
+            Settings::from_env(&env(&[
+                ("WEBHOOKD_SECRET", "s"),
+                ("WEBHOOKD_STORE_FILE", name),
+                ("CREDENTIALS_DIRECTORY", credentials),
+            ]))
+        };
+        let s = from_file("store-url").expect("relative name, credentials directory");
+        let StoreKind::Postgres(url) = &s.store else { panic!("not postgres: {:?}", s.store) };
+        assert_eq!(url.expose(), "postgres://app:hunter2@db.internal/hooks");
+        let absolute = dir.path().join("store-url");
+        assert!(from_file(absolute.to_str().expect("utf8")).is_ok());
+        // `deliveries` reads it too.
+        let (store, _) =
+            store_from_env(&env(&[("WEBHOOKD_STORE_FILE", absolute.to_str().expect("utf8"))])).expect("store only");
+        assert_eq!(store, s.store);
+
+        let err = from_file("missing").expect_err("no such file").to_string();
+        assert!(err.starts_with("WEBHOOKD_STORE_FILE: cannot read") && err.contains("missing"), "{err}");
+        std::fs::write(dir.path().join("empty"), "\n \n").expect("write");
+        let err = from_file("empty").expect_err("empty").to_string();
+        assert!(err.starts_with("WEBHOOKD_STORE_FILE:") && err.contains("empty"), "{err}");
+        // A file holding something else (a bare password, say) is not quoted.
+        std::fs::write(dir.path().join("password"), "hunter2\n").expect("write");
+        let err = from_file("password").expect_err("not a store").to_string();
+        assert!(err.starts_with("WEBHOOKD_STORE_FILE:") && !err.contains("hunter2"), "{err}");
+        std::fs::write(dir.path().join("bad-url"), "postgres://app:hunter2@db/x?sslmode=never\n").expect("write");
+        let err = from_file("bad-url").expect_err("bad URL").to_string();
+        assert!(
+            err.starts_with("WEBHOOKD_STORE_FILE:") && err.contains("bad-url") && !err.contains("hunter2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_store_and_its_file_together_are_refused_naming_both() {
+        let both = env(&[
+            ("WEBHOOKD_SECRET", "s"),
+            ("WEBHOOKD_STORE", "memory"),
+            ("WEBHOOKD_STORE_FILE", "/run/credentials/webhookd/store-url"),
+        ]);
+        let err = Settings::from_env(&both).expect_err("both").to_string();
+        assert!(err.contains("WEBHOOKD_STORE:") && err.contains("WEBHOOKD_STORE_FILE"), "{err}");
+        let err = store_from_env(&both).expect_err("both, deliveries").to_string();
+        assert!(err.contains("WEBHOOKD_STORE_FILE"), "{err}");
     }
 
     #[test]
@@ -527,7 +620,7 @@ mod tests {
             ("WEBHOOKD_MAX_BODY", "-1"),
             ("WEBHOOKD_SHUTDOWN_TIMEOUT", "x"),
             ("WEBHOOKD_LOG_FORMAT", "xml"),
-            ("WEBHOOKD_STORE", "postgres://db"),
+            ("WEBHOOKD_STORE", "postgres://db:99999/x"),
             ("WEBHOOKD_RETRY_BACKOFF", "later"),
             ("WEBHOOKD_GITHUB_TIMEOUT", "never"),
             ("WEBHOOKD_STALL_TIMEOUT", "soon"),

@@ -87,18 +87,52 @@ pub(super) fn read_credential(env: &Env) -> Result<Option<GitHubCredential>, Con
     }
 }
 
+/// `WEBHOOKD_STORE`, or the same value read from `WEBHOOKD_STORE_FILE`
+/// (first non-empty line), so that a PostgreSQL password can live in a
+/// credential file instead of the environment.
 pub(super) fn parse_store(env: &Env) -> Result<StoreKind, ConfigError> {
-    let raw = env.get("WEBHOOKD_STORE").unwrap_or(DEFAULT_STORE);
+    const VAR: &str = "WEBHOOKD_STORE";
+    const VAR_FILE: &str = "WEBHOOKD_STORE_FILE";
+    match (env.get(VAR), env.get(VAR_FILE)) {
+        (Some(_), Some(_)) => Err(ConfigError::invalid(VAR, format!("set either {VAR} or {VAR_FILE}, not both"))),
+        (None, Some(name)) => {
+            let text = secrets::read_file(env, VAR_FILE, name)?;
+            let path = secrets::resolve(env, Path::new(name));
+            let line = text.lines().map(str::trim).find(|l| !l.is_empty()).ok_or_else(|| {
+                ConfigError::invalid(
+                    VAR_FILE,
+                    format!("{} is empty: expected a store such as {POSTGRES_FORM}", path.display()),
+                )
+            })?;
+            // The file holds a secret: a value not even recognised is not echoed.
+            store_kind(line, false)
+                .map_err(|reason| ConfigError::invalid(VAR_FILE, format!("{}: {reason}", path.display())))
+        }
+        (raw, None) => {
+            let raw = raw.unwrap_or(DEFAULT_STORE);
+            store_kind(raw, true).map_err(|reason| ConfigError::invalid(VAR, reason))
+        }
+    }
+}
+
+/// How a PostgreSQL store is written, for messages.
+const POSTGRES_FORM: &str = "postgres://USER@HOST:5432/DATABASE";
+
+/// The store `raw` names; an unrecognised value is quoted (without
+/// credentials) only when `quote` allows it.
+fn store_kind(raw: &str, quote: bool) -> Result<StoreKind, String> {
     match raw.split_once(':') {
         _ if raw == "memory" => Ok(StoreKind::Memory),
         Some(("sqlite", path)) if !path.is_empty() => Ok(StoreKind::Sqlite(PathBuf::from(path))),
-        Some(("postgres" | "postgresql", _)) => super::PostgresUrl::parse(raw)
-            .map(StoreKind::Postgres)
-            .map_err(|e| ConfigError::invalid("WEBHOOKD_STORE", e)),
-        _ => Err(ConfigError::invalid(
-            "WEBHOOKD_STORE",
-            format!("expected sqlite:PATH (e.g. {DEFAULT_STORE}) or memory, got {raw:?}"),
-        )),
+        Some(("postgres" | "postgresql", _)) => super::PostgresUrl::parse(raw).map(StoreKind::Postgres),
+        _ => {
+            let got = if quote {
+                format!("{:?}", crate::redact::url_str(raw))
+            } else {
+                "something else (not shown)".to_owned()
+            };
+            Err(format!("expected sqlite:PATH (e.g. {DEFAULT_STORE}), memory or {POSTGRES_FORM}, got {got}"))
+        }
     }
 }
 

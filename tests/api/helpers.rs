@@ -294,3 +294,64 @@ pub async fn read_to_close(stream: &mut TcpStream, context: &str) -> Vec<u8> {
     });
     raw
 }
+
+/// Where the PostgreSQL tests find a server: a URL of a user who may create
+/// databases.
+pub const TEST_DATABASE_VAR: &str = "WEBHOOKD_TEST_DATABASE_URL";
+
+/// A fresh, empty database on the server `WEBHOOKD_TEST_DATABASE_URL`
+/// names, dropped (connections and all) when the value is dropped: tests
+/// run in parallel without seeing each other's rows, notifications or
+/// advisory locks.
+pub struct TestDatabase {
+    admin: String,
+    name: String,
+    /// `postgres://…/NAME`: the test database, with the admin URL's user,
+    /// password and parameters.
+    pub url: String,
+}
+
+/// A new database; `None` (after one line saying how to run the test) when
+/// `WEBHOOKD_TEST_DATABASE_URL` is unset.
+pub async fn test_database() -> Option<TestDatabase> {
+    use sqlx::Connection;
+    let Ok(admin) = std::env::var(TEST_DATABASE_VAR) else {
+        eprintln!(
+            "skipped: needs PostgreSQL; set {TEST_DATABASE_VAR}=postgres://postgres@127.0.0.1:5432/test (any server \
+             where this user may create databases) to run it"
+        );
+        return None;
+    };
+    let name = format!("webhookd_api_{:016x}", fastrand::u64(..));
+    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("the test PostgreSQL server answers");
+    sqlx::raw_sql(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("CREATE DATABASE");
+    conn.close().await.ok();
+    let mut url = url::Url::parse(&admin).expect("WEBHOOKD_TEST_DATABASE_URL is a URL");
+    url.set_path(&format!("/{name}"));
+    Some(TestDatabase { admin, name, url: url.to_string() })
+}
+
+impl TestDatabase {
+    /// A connection to the test database, to prepare or inspect it.
+    pub async fn connect(&self) -> sqlx::PgConnection {
+        use sqlx::Connection;
+        sqlx::PgConnection::connect(&self.url).await.expect("the test database answers")
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // Drop runs inside the test's runtime: a thread of its own does the
+        // async work and is waited for.
+        let dropped = std::thread::spawn(move || {
+            use sqlx::Connection;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;
+                sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await.ok()
+            })
+        });
+        let _ = dropped.join();
+    }
+}

@@ -12,6 +12,7 @@ mod lifecycle;
 mod outbound;
 mod pg_db;
 mod pooling;
+mod postgres_config;
 mod process;
 mod properties;
 mod rules;
