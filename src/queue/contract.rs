@@ -156,8 +156,10 @@ macro_rules! store_contract_tests {
                         let least = RETRY.base.mul_f64(f64::from(1u32 << (attempt - 2)) / 2.0);
                         assert!(at.elapsed() >= least, "attempt {attempt} came after {:?}", at.elapsed());
                     }
-                    let settled = q.finish(&d, Outcome::Retry("502".into())).await;
+                    // The attempt failed now; recording it takes a round
+                    // trip on a networked store, which the backoff covers.
                     last_failure = Some(Instant::now());
+                    let settled = q.finish(&d, Outcome::Retry("502".into())).await;
                     if attempt < 3 {
                         assert!(matches!(settled, Settled::Retrying(_)), "{settled:?}");
                         assert_eq!(q.depth(), 1, "a scheduled retry waits in the queue");

@@ -13,7 +13,7 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use crate::helpers::*;
-use crate::pg_db::{TestDatabase, test_database};
+use crate::helpers::{TestDatabase, test_database};
 use crate::process::*;
 
 const LABELS_1: &str = "/repos/Codertocat/Hello-World/issues/1/labels";

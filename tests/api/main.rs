@@ -10,7 +10,6 @@ mod helpers;
 mod hostile;
 mod lifecycle;
 mod outbound;
-mod pg_db;
 mod pooling;
 mod postgres_config;
 mod process;

@@ -77,6 +77,22 @@ async fn an_unreachable_server_exits_1_naming_the_host_and_not_the_password() {
 }
 
 #[tokio::test]
+async fn a_database_the_server_does_not_have_exits_2_as_a_configuration_error() {
+    let Ok(admin) = std::env::var(crate::helpers::TEST_DATABASE_VAR) else { return };
+    let mut url = url::Url::parse(&admin).expect("a URL");
+    url.set_path("/webhookd_no_such_database");
+    let (code, output) = run_within_limit(
+        &["serve"],
+        &[("WEBHOOKD_SECRET", TEST_SECRET), ("WEBHOOKD_LISTEN", "127.0.0.1:0"), ("WEBHOOKD_STORE", url.as_str())],
+    )
+    .await;
+    // Not "unreachable" (exit 1, which systemd would retry forever): the
+    // server answered, and refused what the configuration asks for.
+    assert_eq!(code, 2, "{output}");
+    assert!(output.contains("webhookd_no_such_database"), "{output}");
+}
+
+#[tokio::test]
 async fn a_bad_store_url_exits_2_naming_the_variable_and_not_the_password() {
     let store = format!(
         "postgres://app:{USERINFO_PASSWORD}@db.example:5432/hooks?sslmode=sometimes&password={PARAMETER_PASSWORD}"

@@ -30,7 +30,10 @@ pub(super) struct Pools {
 /// Connects and migrates; a server that cannot be reached is
 /// `Unreachable` (exit 1), a schema from a newer webhookd is `Open` (exit 2).
 pub(super) async fn connect(url: &PostgresUrl, connections: u32) -> Result<Pools, StoreError> {
-    let options = options(url)?.application_name("webhookd");
+    let options = options(url)?;
+    // Named in pg_stat_activity, unless the URL names it otherwise.
+    let options =
+        if url.expose().contains("application_name=") { options } else { options.application_name("webhookd") };
     // Fail fast at start: one connection, then the pools.
     let mut first = connect_one(url, &options).await?;
     migrate(&mut first, url).await?;
@@ -58,13 +61,25 @@ pub(super) fn options(url: &PostgresUrl) -> Result<PgConnectOptions, StoreError>
 }
 
 /// One connection, within `CONNECT_TIMEOUT`: a server that cannot be
-/// reached (or refuses this user or database) is `Unreachable`.
+/// reached is `Unreachable` (exit 1: it may come back); one that refuses this
+/// user, password or database is `Open` (exit 2: the configuration is wrong).
 pub(super) async fn connect_one(url: &PostgresUrl, options: &PgConnectOptions) -> Result<PgConnection, StoreError> {
     let unreachable = |reason: String| StoreError::Unreachable { host: url.host().to_owned(), reason };
     tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(options))
         .await
         .map_err(|_| unreachable(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs())))?
-        .map_err(|e| unreachable(describe(&e)))
+        .map_err(|e| {
+            if is_refused_configuration(&e) {
+                StoreError::Open { path: url.shown().into(), reason: describe(&e) }
+            } else {
+                unreachable(describe(&e))
+            }
+        })
+}
+
+/// A wrong password or user (28xxx), a database that does not exist (3D000).
+fn is_refused_configuration(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("28") || c == "3D000"))
 }
 
 /// The schema version the database is at; `None` when webhookd never set

@@ -2,8 +2,10 @@
 -- Times are Unix milliseconds read from the database's clock
 -- (webhookd_now_ms), so that instances whose clocks differ agree on leases
 -- and due times.
+-- Truncated, not rounded: a due time is never reached half a millisecond
+-- early. The statement's start, so that one statement sees one time.
 CREATE OR REPLACE FUNCTION webhookd_now_ms() RETURNS bigint
-    LANGUAGE sql VOLATILE AS $$ SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint $$;
+    LANGUAGE sql STABLE AS $$ SELECT floor(extract(epoch FROM statement_timestamp()) * 1000)::bigint $$;
 
 -- One row per accepted delivery. delivery_id is UNIQUE: the deduplication,
 -- across instances and restarts, within the retention.
