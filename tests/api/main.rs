@@ -10,7 +10,6 @@ mod helpers;
 mod hostile;
 mod lifecycle;
 mod outbound;
-mod pg_fresh;
 mod pg_proxy;
 mod pooling;
 mod postgres_config;

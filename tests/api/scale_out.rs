@@ -22,7 +22,7 @@ use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::helpers::{TEST_SECRET, TEST_TOKEN, WAIT, issue_body, signed_delivery};
-use crate::pg_fresh::FreshDb;
+use crate::helpers::{TestDatabase, test_database};
 use crate::pg_proxy::CutProxy;
 use crate::process::{Daemon, webhookd_bin};
 
@@ -227,7 +227,7 @@ async fn stop(mut daemon: Daemon) -> String {
 }
 
 /// Every stored delivery: id to (state, runs, attempts).
-async fn stored(db: &FreshDb) -> HashMap<String, (String, i32, i32)> {
+async fn stored(db: &TestDatabase) -> HashMap<String, (String, i32, i32)> {
     let mut conn = db.connect().await;
     let rows = sqlx::query("SELECT delivery_id, state, runs, attempts FROM webhookd_deliveries")
         .fetch_all(&mut conn)
@@ -244,7 +244,7 @@ async fn stored(db: &FreshDb) -> HashMap<String, (String, i32, i32)> {
 #[tokio::test]
 async fn three_instances_process_a_thousand_deliveries_once_each_and_share_deduplication() {
     const DELIVERIES: u64 = 1_000;
-    let Some(db) = FreshDb::create().await else { return };
+    let Some(db) = test_database().await else { return };
     let (github, calls) = mock_github(|_| labelled()).await;
     let deployment = Deployment::with_token(&db.url);
     // Started together: the migration lock serialises their schema setup.
@@ -337,7 +337,7 @@ async fn black_hole(calls: Calls) -> SocketAddr {
 async fn deliveries_in_flight_on_a_killed_instance_are_processed_by_the_others_after_its_lease() {
     const LEASE: Duration = Duration::from_secs(3);
     const DELIVERIES: u64 = 40;
-    let Some(db) = FreshDb::create().await else { return };
+    let Some(db) = test_database().await else { return };
     let (github, calls) = mock_github(|_| labelled()).await;
     let hole = black_hole(calls.clone()).await;
     let deployment = Deployment::with_token(&db.url);
@@ -417,7 +417,7 @@ async fn a_lost_database_refuses_deliveries_and_processing_resumes_by_itself_onc
     const WORKERS: usize = 2;
     // Trust authentication ignores it; it must still never be shown.
     const PASSWORD: &str = "pw-never-shown-5e1c";
-    let Some(db) = FreshDb::create().await else { return };
+    let Some(db) = test_database().await else { return };
     let mut url = url::Url::parse(&db.url).expect("url");
     let server = format!("{}:{}", url.host_str().expect("host"), url.port().unwrap_or(5432));
     let upstream = tokio::net::lookup_host(&server).await.expect("resolve").next().expect("an address");
@@ -510,7 +510,7 @@ async fn a_secondary_rate_limit_met_by_one_instance_pauses_that_installation_on_
     /// The limit's `retry-after`: longer than the client waits out in place.
     const RETRY_AFTER: Duration = Duration::from_secs(5);
     assert!(RETRY_AFTER > webhookd::github::IN_REQUEST_WAIT);
-    let Some(db) = FreshDb::create().await else { return };
+    let Some(db) = test_database().await else { return };
     // Installation 1's first call meets a secondary limit; then GitHub agrees.
     let limited: Arc<Mutex<Option<Instant>>> = Arc::default();
     let limit = limited.clone();
@@ -570,7 +570,7 @@ async fn a_secondary_rate_limit_met_by_one_instance_pauses_that_installation_on_
 }
 
 /// Waits until a credential's pause is in the shared store.
-async fn wait_for_pause(db: &FreshDb) {
+async fn wait_for_pause(db: &TestDatabase) {
     let mut conn = db.connect().await;
     let deadline = Instant::now() + WAIT;
     loop {

@@ -20,6 +20,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// a lost server answers `503` well within GitHub's 10 s.
 pub(super) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
+#[derive(Clone)]
 pub(super) struct Pools {
     /// `synchronous_commit = on`: accepted deliveries and outcomes.
     pub durable: PgPool,

@@ -31,7 +31,7 @@ pub(super) struct Pending {
 }
 
 /// Takes pending deliveries off `rx` in batches until it closes.
-pub(super) async fn run(pool: PgPool, rx: async_channel::Receiver<Pending>, health: Arc<Health>) {
+pub(super) async fn run(pools: super::connect::Pools, rx: async_channel::Receiver<Pending>, health: Arc<Health>) {
     while let Ok(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -40,11 +40,14 @@ pub(super) async fn run(pool: PgPool, rx: async_channel::Receiver<Pending>, heal
                 Err(_) => break,
             }
         }
-        insert(&pool, batch, &health).await;
+        if insert(&pools.durable, batch, &health).await {
+            super::wakeups::announce(&pools.fast, "webhookd_queued", "").await;
+        }
     }
 }
 
-async fn insert(pool: &PgPool, batch: Vec<Pending>, health: &Health) {
+/// Stores a batch and answers each delivery; whether any was new.
+async fn insert(pool: &PgPool, batch: Vec<Pending>, health: &Health) -> bool {
     // The same id twice in one batch: the first is the one stored.
     let mut seen = HashSet::new();
     let (rows, repeats): (Vec<_>, Vec<_>) = batch.into_iter().partition(|p| seen.insert(p.delivery.id().to_string()));
@@ -75,7 +78,7 @@ async fn insert(pool: &PgPool, batch: Vec<Pending>, health: &Health) {
              ON CONFLICT (delivery_id) DO NOTHING
              RETURNING delivery_id
          )
-         SELECT delivery_id, pg_notify('webhookd_queued', '')::text FROM stored",
+         SELECT delivery_id FROM stored",
     )
     .bind(&ids)
     .bind(&events)
@@ -97,6 +100,7 @@ async fn insert(pool: &PgPool, batch: Vec<Pending>, health: &Health) {
     match result {
         Ok(stored) => {
             health.succeeded();
+            let any = !stored.is_empty();
             for pending in rows {
                 let inserted = stored.contains(pending.delivery.id().as_str());
                 let _ = pending.reply.send(Ok(inserted));
@@ -104,12 +108,14 @@ async fn insert(pool: &PgPool, batch: Vec<Pending>, health: &Health) {
             for pending in repeats {
                 let _ = pending.reply.send(Ok(false));
             }
+            any
         }
         Err(reason) => {
             tracing::error!(deliveries = rows.len(), error = %reason, "storing deliveries in PostgreSQL failed; answered 503");
             for pending in rows.into_iter().chain(repeats) {
                 let _ = pending.reply.send(Err(reason.clone()));
             }
+            false
         }
     }
 }

@@ -215,7 +215,7 @@ impl PostgresQueue {
         let (inserts, rx) = async_channel::bounded(shared.options.capacity.clamp(1, 65_536));
         let mut tasks = Vec::new();
         for _ in 0..inserter::INSERTERS {
-            tasks.push(tokio::spawn(inserter::run(shared.pools.durable.clone(), rx.clone(), shared.health.clone())));
+            tasks.push(tokio::spawn(inserter::run(shared.pools.clone(), rx.clone(), shared.health.clone())));
         }
         tasks.push(tokio::spawn(wakeups::listen(shared.clone())));
         tasks.push(tokio::spawn(leases::renew(shared.clone())));
@@ -445,15 +445,15 @@ impl Settle {
             )
             .bind(token)
             .bind(error),
-            // The pause is written in the same statement, and announced to
-            // every instance (`wakeups`).
+            // The pause is written in the same statement; both are announced
+            // after the commit (`wakeups::announce`).
             Self::Again { wait_ms, error, give_back, pause } => sqlx::query(
                 "WITH paused AS (
                      INSERT INTO webhookd_pauses (credential, until_ms)
                      SELECT $5, webhookd_now_ms() + $6 WHERE $5 IS NOT NULL
                      ON CONFLICT (credential) DO UPDATE
                          SET until_ms = greatest(webhookd_pauses.until_ms, excluded.until_ms)
-                     RETURNING pg_notify('webhookd_paused', credential || ' ' || $6)
+                     RETURNING 1
                  ), settled AS (
                      UPDATE webhookd_deliveries SET state = 'queued', next_attempt_at = webhookd_now_ms() + $2,
                             last_error = $3,
@@ -461,7 +461,7 @@ impl Settle {
                             owner = NULL, lease_until = NULL, lease_token = NULL
                      WHERE lease_token = $1 AND state = 'running' RETURNING 1
                  )
-                 SELECT pg_notify('webhookd_due', $2::text)::text, (SELECT count(*) FROM paused) FROM settled",
+                 SELECT (SELECT count(*) FROM paused) FROM settled",
             )
             .bind(token)
             .bind(wait_ms)
@@ -573,9 +573,14 @@ impl DeliveryQueue for PostgresQueue {
             Outcome::Failed(error) => (Settle::Dead { error }, Settled::Failed),
         };
         self.record(delivery, &settle).await;
-        if let Settle::Again { wait_ms, .. } = settle {
+        if let Settle::Again { wait_ms, pause, .. } = settle {
             self.shared.queued.fetch_add(1, Ordering::SeqCst);
             self.shared.due_in(Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0)));
+            let fast = &self.shared.pools.fast;
+            wakeups::announce(fast, "webhookd_due", &wait_ms.to_string()).await;
+            if let Some((credential, ms)) = pause {
+                wakeups::announce(fast, "webhookd_paused", &format!("{credential} {ms}")).await;
+            }
         }
         settled
     }

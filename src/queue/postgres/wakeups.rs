@@ -44,6 +44,16 @@ pub(super) async fn listen(shared: Arc<Shared>) {
     }
 }
 
+/// Sends a notification, in a transaction of its own on the pool that does
+/// not wait for a disk flush: PostgreSQL holds a server-wide lock from a
+/// notifying transaction's commit until its flush, which would make every
+/// durable commit on the server wait its turn. A lost one costs the poll.
+pub(super) async fn announce(pool: &sqlx::PgPool, channel: &str, payload: &str) {
+    if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)").bind(channel).bind(payload).execute(pool).await {
+        tracing::debug!(channel, error = %super::describe(&e), "a wake-up was not sent; the poll will find the work");
+    }
+}
+
 fn on_notification(shared: &Shared, channel: &str, payload: &str) {
     match channel {
         "webhookd_queued" => shared.wake.notify_one(),
