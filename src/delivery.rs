@@ -108,6 +108,9 @@ pub struct Delivery {
     pub content_kind: ContentKind,
     /// The body exactly as received and signed.
     pub raw: Bytes,
+    /// The claim a shared store handed it out under: an outcome is recorded
+    /// only with it (another claim of the same delivery has another).
+    pub(crate) claim: Option<i64>,
     /// The JSON document (`raw` itself for JSON bodies, the decoded `payload=` field for forms).
     json: Bytes,
     payload: OnceLock<Result<Value, String>>,
@@ -126,6 +129,7 @@ impl Delivery {
             received_at: SystemTime::now(),
             content_kind,
             raw,
+            claim: None,
             json,
             payload: OnceLock::new(),
         })

@@ -180,8 +180,9 @@ pub trait DeliveryQueue: Send + Sync + 'static {
     fn describe(&self) -> String;
 }
 
-/// Connections per PostgreSQL pool at most: the server's default
-/// `max_connections` is 100, shared by every instance.
+/// Connections of one instance to PostgreSQL at most (its two pools
+/// together; `LISTEN` and recovery's lead take one more each): the server's
+/// default `max_connections` is 100, shared by every instance.
 const MAX_POSTGRES_CONNECTIONS: usize = 32;
 
 /// Opens the backend the settings name.

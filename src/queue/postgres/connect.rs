@@ -19,6 +19,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a request waits for a free connection while running: under it,
 /// a lost server answers `503` well within GitHub's 10 s.
 pub(super) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Pooled connections idle this long are closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Clone)]
 pub(super) struct Pools {
@@ -41,15 +43,20 @@ pub(super) async fn connect(url: &PostgresUrl, connections: u32) -> Result<Pools
     first.close().await.ok();
     let pool = |commit: &'static str, size: u32| {
         PgPoolOptions::new()
-            .max_connections(size)
+            .max_connections(size.max(2))
             .min_connections(0)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            // A broken connection fails its statement and is dropped; a
-            // check before each use would cost a round trip per statement.
+            // A broken connection fails its statement (bounded by
+            // `health::within`) and is dropped; a check before each use
+            // would cost a round trip per statement. Idle ones are closed
+            // soon, so that few outlive a network change unnoticed.
             .test_before_acquire(false)
+            .idle_timeout(IDLE_TIMEOUT)
             .connect_lazy_with(options.clone().options([("synchronous_commit", commit)]))
     };
-    Ok(Pools { durable: pool("on", connections), fast: pool("off", connections) })
+    // One budget for the instance, split between the two pools.
+    let durable = connections / 2;
+    Ok(Pools { durable: pool("on", durable), fast: pool("off", connections - durable) })
 }
 
 /// The connection settings `url` holds, or why they are not usable (without
@@ -105,6 +112,19 @@ pub(super) async fn migrate(conn: &mut PgConnection, url: &PostgresUrl) -> Resul
         path: url.shown().into(),
         reason: format!("cannot set up the schema: {}", describe(&e)),
     };
+    let newer = |found: i32| StoreError::Open {
+        path: url.shown().into(),
+        reason: format!(
+            "written by a newer webhookd (schema version {found}); this one knows up to {SCHEMA_VERSION}: \
+             upgrade this instance"
+        ),
+    };
+    // Up to date: nothing to create, so a role without CREATE can start.
+    match schema_version(conn).await.map_err(failed)? {
+        Some(found) if found == SCHEMA_VERSION => return Ok(()),
+        Some(found) if found > SCHEMA_VERSION => return Err(newer(found)),
+        _ => {}
+    }
     let mut tx = conn.begin().await.map_err(failed)?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(MIGRATION_LOCK).execute(&mut *tx).await.map_err(failed)?;
     sqlx::query("CREATE TABLE IF NOT EXISTS webhookd_schema (version integer NOT NULL)")
@@ -117,13 +137,7 @@ pub(super) async fn migrate(conn: &mut PgConnection, url: &PostgresUrl) -> Resul
         .and_then(|row| row.try_get(0))
         .map_err(failed)?;
     if let Some(found) = found.filter(|v| *v > SCHEMA_VERSION) {
-        return Err(StoreError::Open {
-            path: url.shown().into(),
-            reason: format!(
-                "written by a newer webhookd (schema version {found}); this one knows up to {SCHEMA_VERSION}: \
-                 upgrade this instance"
-            ),
-        });
+        return Err(newer(found));
     }
     if found != Some(SCHEMA_VERSION) {
         sqlx::raw_sql(SCHEMA).execute(&mut *tx).await.map_err(failed)?;

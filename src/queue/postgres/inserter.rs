@@ -11,12 +11,16 @@ use sqlx::Row;
 use sqlx::postgres::PgPool;
 use tokio::sync::oneshot;
 
-use super::Health;
+use super::connect::Pools;
+use super::{Health, health, text};
 use crate::delivery::Delivery;
 use crate::queue::sqlite::unix_ms;
 
 /// Deliveries in one INSERT at most.
 const MAX_BATCH: usize = 256;
+/// Body bytes in one INSERT at most: far below PostgreSQL's 1 GiB message
+/// limit, whatever `WEBHOOKD_BODY_MEMORY` lets in at once.
+const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
 /// Batches in flight at once.
 pub(super) const INSERTERS: usize = 4;
 /// Longest wait for a commit before answering 503: the commit may still
@@ -31,28 +35,79 @@ pub(super) struct Pending {
 }
 
 /// Takes pending deliveries off `rx` in batches until it closes.
-pub(super) async fn run(pools: super::connect::Pools, rx: async_channel::Receiver<Pending>, health: Arc<Health>) {
+pub(super) async fn run(pools: Pools, owner: String, rx: async_channel::Receiver<Pending>, health: Arc<Health>) {
     while let Ok(first) = rx.recv().await {
+        let mut bytes = first.delivery.raw.len();
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
             match rx.try_recv() {
-                Ok(next) => batch.push(next),
+                Ok(next) => {
+                    bytes += next.delivery.raw.len();
+                    batch.push(next);
+                }
                 Err(_) => break,
             }
         }
-        if insert(&pools.durable, batch, &health).await {
+        // Those that queued behind a failure are answered at once, not
+        // after a failed try each.
+        if let Some(outage) = health.outage() {
+            answer_all(batch, &outage);
+            continue;
+        }
+        if store(&pools.durable, &owner, batch, &health).await {
             super::wakeups::announce(&pools.fast, "webhookd_queued", "").await;
         }
     }
 }
 
-/// Stores a batch and answers each delivery; whether any was new.
-async fn insert(pool: &PgPool, batch: Vec<Pending>, health: &Health) -> bool {
+/// Stores a batch and answers each delivery; whether any was new. A batch
+/// the server refuses for what it holds (not for being unreachable) is
+/// stored one by one, so one bad row cannot sink the others.
+async fn store(pool: &PgPool, owner: &str, batch: Vec<Pending>, health: &Health) -> bool {
     // The same id twice in one batch: the first is the one stored.
     let mut seen = HashSet::new();
     let (rows, repeats): (Vec<_>, Vec<_>) = batch.into_iter().partition(|p| seen.insert(p.delivery.id().to_string()));
+    for pending in repeats {
+        let _ = pending.reply.send(Ok(false));
+    }
+    match insert(pool, owner, &rows).await {
+        Ok(stored) => {
+            health.succeeded();
+            let any = !stored.is_empty();
+            for pending in rows {
+                let inserted = stored.contains(pending.delivery.id().as_str());
+                let _ = pending.reply.send(Ok(inserted));
+            }
+            any
+        }
+        Err(e) if !health::blocks_writes(&e) && rows.len() > 1 => {
+            let mut any = false;
+            for pending in rows {
+                any |= Box::pin(store(pool, owner, vec![pending], health)).await;
+            }
+            any
+        }
+        Err(e) => {
+            let reason = health.failed(&e);
+            tracing::error!(deliveries = rows.len(), error = %reason, "storing deliveries in PostgreSQL failed; answered 503");
+            answer_all(rows, &reason);
+            false
+        }
+    }
+}
+
+fn answer_all(batch: Vec<Pending>, reason: &str) {
+    for pending in batch {
+        let _ = pending.reply.send(Err(reason.to_owned()));
+    }
+}
+
+/// One INSERT of `rows`; the ids it stored (the others were there already).
+async fn insert(pool: &PgPool, owner: &str, rows: &[Pending]) -> Result<HashSet<String>, sqlx::Error> {
     let ids: Vec<String> = rows.iter().map(|p| p.delivery.id().to_string()).collect();
-    let column = |f: &dyn Fn(&Delivery) -> Option<String>| rows.iter().map(|p| f(&p.delivery)).collect::<Vec<_>>();
+    let column = |f: &dyn Fn(&Delivery) -> Option<String>| {
+        rows.iter().map(|p| f(&p.delivery).map(|t| text(&t))).collect::<Vec<_>>()
+    };
     let events = column(&|d| Some(d.event().to_string()));
     let actions = column(&|d| d.action().map(str::to_owned));
     let hooks = column(&|d| d.headers.hook_id.clone());
@@ -72,9 +127,9 @@ async fn insert(pool: &PgPool, batch: Vec<Pending>, health: &Health) -> bool {
          ), stored AS (
              INSERT INTO webhookd_deliveries (delivery_id, event, action, hook_id, target_type, target_id,
                                               content_kind, received_at, state, next_attempt_at,
-                                              installation_id, body)
+                                              installation_id, body, received_by)
              SELECT delivery_id, event, action, hook_id, target_type, target_id, content_kind, received_at,
-                    'queued', webhookd_now_ms(), installation_id, body FROM new
+                    'queued', webhookd_now_ms(), installation_id, body, $11 FROM new
              ON CONFLICT (delivery_id) DO NOTHING
              RETURNING delivery_id
          )
@@ -89,33 +144,13 @@ async fn insert(pool: &PgPool, batch: Vec<Pending>, health: &Health) -> bool {
     .bind(&kinds)
     .bind(&received)
     .bind(&installations)
-    .bind(&bodies);
-    let result = match tokio::time::timeout(INSERT_TIMEOUT, statement.fetch_all(pool)).await {
-        Ok(Ok(stored)) => {
-            Ok(stored.iter().filter_map(|row| row.try_get::<String, _>(0).ok()).collect::<HashSet<String>>())
-        }
-        Ok(Err(e)) => Err(health.failed(&e)),
-        Err(_) => Err(health.timed_out(INSERT_TIMEOUT)),
-    };
-    match result {
-        Ok(stored) => {
-            health.succeeded();
-            let any = !stored.is_empty();
-            for pending in rows {
-                let inserted = stored.contains(pending.delivery.id().as_str());
-                let _ = pending.reply.send(Ok(inserted));
-            }
-            for pending in repeats {
-                let _ = pending.reply.send(Ok(false));
-            }
-            any
-        }
-        Err(reason) => {
-            tracing::error!(deliveries = rows.len(), error = %reason, "storing deliveries in PostgreSQL failed; answered 503");
-            for pending in rows.into_iter().chain(repeats) {
-                let _ = pending.reply.send(Err(reason.clone()));
-            }
-            false
-        }
-    }
+    .bind(&bodies)
+    .bind(owner);
+    let stored = tokio::time::timeout(INSERT_TIMEOUT, statement.fetch_all(pool)).await.unwrap_or_else(|_| {
+        Err(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("PostgreSQL did not commit within {}s", INSERT_TIMEOUT.as_secs()),
+        )))
+    })?;
+    Ok(stored.iter().filter_map(|row| row.try_get::<String, _>(0).ok()).collect())
 }

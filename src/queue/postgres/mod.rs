@@ -22,6 +22,7 @@
 pub mod admin;
 mod connect;
 mod deployment;
+mod health;
 mod inserter;
 mod leases;
 #[cfg(test)]
@@ -50,6 +51,7 @@ use crate::retry::RetryPolicy;
 use crate::webhook::body::ContentKind;
 use crate::webhook::headers::{EventName, GitHubHeaders};
 pub(crate) use connect::describe;
+use health::{Health, within};
 use inserter::Pending;
 
 /// The schema, applied by the first instance of a version (idempotent).
@@ -73,54 +75,8 @@ pub struct PostgresOptions {
     pub credentials: CredentialScheme,
     /// How long a claim lasts without renewal (`WEBHOOKD_LEASE`).
     pub lease: Duration,
-    /// Connections per pool.
+    /// Connections at most, both pools together.
     pub connections: u32,
-}
-
-/// Whether the server answers, as the inserts and a probe see it.
-#[derive(Debug)]
-pub(crate) struct Health {
-    host: String,
-    outage: Mutex<Option<String>>,
-}
-
-impl Health {
-    fn new(host: &str) -> Self {
-        Self { host: host.to_owned(), outage: Mutex::new(None) }
-    }
-
-    fn outage(&self) -> Option<String> {
-        self.outage.lock().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-
-    /// Records a failed statement; returns the reason in words.
-    pub(crate) fn failed(&self, e: &sqlx::Error) -> String {
-        let reason = describe(e);
-        if connect::is_connection_error(e) {
-            self.set(format!("PostgreSQL at {} cannot be reached: {reason}", self.host));
-        }
-        reason
-    }
-
-    pub(crate) fn timed_out(&self, after: Duration) -> String {
-        let reason = format!("PostgreSQL at {} did not commit within {}s", self.host, after.as_secs());
-        self.set(reason.clone());
-        reason
-    }
-
-    fn set(&self, reason: String) {
-        let mut outage = self.outage.lock().unwrap_or_else(PoisonError::into_inner);
-        if outage.is_none() {
-            tracing::error!(reason = %reason, "the PostgreSQL store is unreachable: deliveries are answered 503 until it is back");
-        }
-        *outage = Some(reason);
-    }
-
-    pub(crate) fn succeeded(&self) {
-        if self.outage.lock().unwrap_or_else(PoisonError::into_inner).take().is_some() {
-            tracing::info!(host = %self.host, "the PostgreSQL store answers again");
-        }
-    }
 }
 
 /// What this instance's workers share.
@@ -135,8 +91,11 @@ pub(crate) struct Shared {
     /// Rows waiting in the shared queue, as last counted plus what this
     /// instance stored and claimed since.
     queued: AtomicUsize,
-    /// Deliveries this instance holds: delivery id to claim token.
-    in_flight: Mutex<HashMap<String, i64>>,
+    /// Deliveries this instance holds: claim token to delivery id.
+    in_flight: Mutex<HashMap<i64, String>>,
+    /// Done and dead rows, as last counted (whole-table counts are not
+    /// redone on every metrics scrape).
+    finished_counts: Mutex<Option<(Instant, u64, u64)>>,
     /// The installation served last, for turns between installations.
     last_lane: AtomicI64,
     /// When the earliest retry or pause end that this instance heard of
@@ -170,7 +129,7 @@ impl Shared {
     }
 
     fn tokens(&self) -> Vec<i64> {
-        self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).values().copied().collect()
+        self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).keys().copied().collect()
     }
 }
 
@@ -179,10 +138,10 @@ pub struct PostgresQueue {
     shared: Arc<Shared>,
     inserts: Mutex<Option<async_channel::Sender<Pending>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Once closed, this instance claims only what it received itself:
+    /// the rest of the shared queue is other instances' work, and a rolling
+    /// restart must not drain the whole deployment's backlog.
     closed: AtomicBool,
-    /// When `close` was called (Unix ms): a closing instance finishes what
-    /// was received before, not what other instances keep storing.
-    closed_at: AtomicI64,
 }
 
 impl PostgresQueue {
@@ -207,6 +166,7 @@ impl PostgresQueue {
             wake: Notify::new(),
             queued: AtomicUsize::new(queued),
             in_flight: Mutex::new(HashMap::new()),
+            finished_counts: Mutex::new(None),
             last_lane: AtomicI64::new(i64::MIN),
             next_due: AtomicI64::new(i64::MAX),
             started: Instant::now(),
@@ -215,7 +175,8 @@ impl PostgresQueue {
         let (inserts, rx) = async_channel::bounded(shared.options.capacity.clamp(1, 65_536));
         let mut tasks = Vec::new();
         for _ in 0..inserter::INSERTERS {
-            tasks.push(tokio::spawn(inserter::run(shared.pools.clone(), rx.clone(), shared.health.clone())));
+            let owner = shared.owner.clone();
+            tasks.push(tokio::spawn(inserter::run(shared.pools.clone(), owner, rx.clone(), shared.health.clone())));
         }
         tasks.push(tokio::spawn(wakeups::listen(shared.clone())));
         tasks.push(tokio::spawn(leases::renew(shared.clone())));
@@ -228,7 +189,6 @@ impl PostgresQueue {
             inserts: Mutex::new(Some(inserts)),
             tasks: Mutex::new(tasks),
             closed: AtomicBool::new(false),
-            closed_at: AtomicI64::new(i64::MAX),
         })
     }
 
@@ -238,7 +198,7 @@ impl PostgresQueue {
         let s = &self.shared;
         let token = fastrand::i64(1..);
         let lease_ms = i64::try_from(s.options.lease.as_millis()).unwrap_or(i64::MAX);
-        let received_before = self.closed_at.load(Ordering::SeqCst);
+        let closing = self.closed.load(Ordering::SeqCst);
         let by_lane = s.options.credentials == CredentialScheme::App;
         let scheme = match s.options.credentials {
             CredentialScheme::App => "app",
@@ -246,14 +206,16 @@ impl PostgresQueue {
             CredentialScheme::DryRun => "none",
         };
         let after = if by_lane { s.last_lane.load(Ordering::SeqCst) } else { i64::MIN };
-        let mut row = claim_statement(by_lane, after, token, lease_ms, received_before, scheme, &s.owner)
-            .fetch_optional(&s.pools.fast)
-            .await?;
+        let claim = |after| {
+            within(
+                claim_statement(by_lane, after, token, lease_ms, closing, scheme, &s.owner)
+                    .fetch_optional(&s.pools.fast),
+            )
+        };
+        let mut row = claim(after).await?;
         if row.is_none() && after != i64::MIN {
             // The turn goes round: from the first installation again.
-            row = claim_statement(by_lane, i64::MIN, token, lease_ms, received_before, scheme, &s.owner)
-                .fetch_optional(&s.pools.fast)
-                .await?;
+            row = claim(i64::MIN).await?;
         }
         let Some(row) = row else { return Ok(None) };
         let lane: i64 = row.try_get("lane")?;
@@ -261,82 +223,91 @@ impl PostgresQueue {
         let _ = s.queued.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| Some(n.saturating_sub(1)));
         let id: String = row.try_get("delivery_id")?;
         match restore(&row) {
-            Ok(delivery) => {
-                s.in_flight.lock().unwrap_or_else(PoisonError::into_inner).insert(id, token);
+            Ok(mut delivery) => {
+                delivery.claim = Some(token);
+                s.in_flight.lock().unwrap_or_else(PoisonError::into_inner).insert(token, id);
                 Ok(Some(delivery))
             }
             Err(error) => {
                 tracing::error!(delivery.id = %id, %error, "stored delivery cannot be read back; marked dead");
-                sqlx::query(
-                    "UPDATE webhookd_deliveries SET state = 'dead', finished_at = webhookd_now_ms(), last_error = $2,
-                            owner = NULL, lease_until = NULL, lease_token = NULL
-                     WHERE lease_token = $1",
+                within(
+                    sqlx::query(
+                        "UPDATE webhookd_deliveries SET state = 'dead', finished_at = webhookd_now_ms(),
+                                last_error = $2, owner = NULL, lease_until = NULL, lease_token = NULL
+                         WHERE state = 'running' AND lease_token = $1",
+                    )
+                    .bind(token)
+                    .bind(text(&error))
+                    .execute(&s.pools.durable),
                 )
-                .bind(token)
-                .bind(&error)
-                .execute(&s.pools.durable)
                 .await?;
                 Box::pin(self.claim()).await
             }
         }
     }
 
-    /// Writes an outcome, if this instance still holds the claim; tries
-    /// again while the server is unreachable, until the lease is over (then
-    /// the row is another instance's, or due again).
-    async fn record(&self, delivery: &Delivery, settle: &Settle) {
+    /// Writes an outcome under the delivery's own claim, if this instance
+    /// still holds it; tries again while the server cannot take writes,
+    /// until the lease is over (then the row is another instance's, or due
+    /// again). Whether it was written.
+    async fn record(&self, delivery: &Delivery, settle: &Settle) -> bool {
         let s = &self.shared;
-        let id = delivery.id().to_string();
-        let Some(token) = s.in_flight.lock().unwrap_or_else(PoisonError::into_inner).get(&id).copied() else {
-            tracing::error!(delivery.id = %id, "an outcome for a delivery this instance does not hold; not recorded");
-            return;
+        let id = delivery.id();
+        let Some(token) = delivery.claim else {
+            tracing::error!(delivery.id = %id, "an outcome for a delivery this store did not hand out; not recorded");
+            return false;
         };
         let give_up = Instant::now() + s.options.lease;
         let mut wait = Duration::from_millis(100);
-        loop {
-            match settle.statement(token).fetch_optional(&s.pools.durable).await {
-                Ok(Some(_)) => break,
+        let written = loop {
+            match within(settle.statement(token).fetch_optional(&s.pools.durable)).await {
+                Ok(Some(_)) => break true,
                 Ok(None) => {
+                    // Or: the commit landed and its answer was lost, then
+                    // this try found the row settled. Either way, not ours.
                     tracing::warn!(
                         delivery.id = %id,
-                        "the lease on this delivery ended and another instance took it over: its outcome here is not recorded"
+                        "this claim of the delivery is no longer current (its lease ended and it was taken over, \
+                         or the outcome was already written): not recorded again"
                     );
-                    break;
+                    break false;
                 }
-                Err(e) if Instant::now() + wait < give_up => {
+                Err(e) if health::blocks_writes(&e) && Instant::now() + wait < give_up => {
                     tracing::warn!(delivery.id = %id, error = %s.health.failed(&e), "recording the outcome failed; trying again");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(MAX_BACKOFF);
                 }
                 Err(e) => {
                     tracing::error!(delivery.id = %id, error = %s.health.failed(&e),
-                        "recording the outcome failed until its lease ended: it will run again");
-                    break;
+                        "recording the outcome failed: the delivery runs again once its lease ends");
+                    break false;
                 }
             }
-        }
-        s.in_flight.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+        };
+        s.in_flight.lock().unwrap_or_else(PoisonError::into_inner).remove(&token);
+        written
     }
 
     /// Puts the claims with these tokens back in the queue.
     async fn requeue(&self, tokens: &[i64], never_started: bool) -> Result<u64, sqlx::Error> {
-        let done = sqlx::query(
-            "WITH back AS (
-                 UPDATE webhookd_deliveries
+        let done = within(
+            sqlx::query(
+                "UPDATE webhookd_deliveries
                  SET state = 'queued', owner = NULL, lease_until = NULL, lease_token = NULL,
                      next_attempt_at = webhookd_now_ms(),
                      attempts = CASE WHEN $2 THEN greatest(attempts - 1, 0) ELSE attempts END,
                      runs = CASE WHEN $2 THEN greatest(runs - 1, 0) ELSE runs END
-                 WHERE state = 'running' AND lease_token = ANY($1)
-                 RETURNING 1
-             )
-             SELECT count(*), pg_notify('webhookd_queued', '')::text FROM back",
+                 WHERE state = 'running' AND lease_token = ANY($1)",
+            )
+            .bind(tokens)
+            .bind(never_started)
+            .execute(&self.shared.pools.durable),
         )
-        .bind(tokens)
-        .bind(never_started)
-        .fetch_one(&self.shared.pools.durable)
         .await?;
-        done.try_get::<i64, _>(0).map(|n| u64::try_from(n).unwrap_or(0))
+        if done.rows_affected() > 0 {
+            wakeups::announce(&self.shared.pools.fast, "webhookd_queued", "").await;
+        }
+        Ok(done.rows_affected())
     }
 }
 
@@ -347,7 +318,7 @@ fn claim_statement<'q>(
     after: i64,
     token: i64,
     lease_ms: i64,
-    received_before: i64,
+    closing: bool,
     scheme: &'q str,
     owner: &'q str,
 ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
@@ -355,7 +326,7 @@ fn claim_statement<'q>(
         .bind(after)
         .bind(token)
         .bind(lease_ms)
-        .bind(received_before)
+        .bind(closing)
         .bind(scheme)
         .bind(owner)
 }
@@ -371,13 +342,16 @@ fn claim_sql(order: &str) -> String {
                 lease_token = $2, attempts = attempts + 1, runs = runs + 1
          WHERE seq = (
              SELECT seq FROM webhookd_deliveries q
-             WHERE state = 'queued' AND next_attempt_at <= webhookd_now_ms() AND received_at <= $4
+             WHERE state = 'queued' AND next_attempt_at <= webhookd_now_ms()
+               AND (NOT $4 OR received_by = $6)
                AND {LANE} > $1
-               AND NOT EXISTS (
-                   SELECT 1 FROM webhookd_pauses p
-                   WHERE p.until_ms > webhookd_now_ms()
-                     AND p.credential = CASE $5 WHEN 'app' THEN 'installation:' || q.installation_id
-                                                WHEN 'token' THEN 'token' END)
+               -- Paused credentials, looked up once per statement (not per row).
+               AND {LANE} <> ALL (ARRAY(
+                   SELECT substr(credential, 14)::bigint FROM webhookd_pauses
+                   WHERE $5 = 'app' AND credential LIKE 'installation:%' AND until_ms > webhookd_now_ms()))
+               AND NOT (SELECT EXISTS (
+                   SELECT 1 FROM webhookd_pauses
+                   WHERE $5 = 'token' AND credential = 'token' AND until_ms > webhookd_now_ms()))
              ORDER BY {order}
              LIMIT 1
              FOR UPDATE SKIP LOCKED)
@@ -410,7 +384,8 @@ fn restore(row: &PgRow) -> Result<Delivery, String> {
 }
 
 async fn count_queued(pool: &PgPool) -> Result<usize, sqlx::Error> {
-    let row = sqlx::query("SELECT count(*) FROM webhookd_deliveries WHERE state = 'queued'").fetch_one(pool).await?;
+    let row =
+        within(sqlx::query("SELECT count(*) FROM webhookd_deliveries WHERE state = 'queued'").fetch_one(pool)).await?;
     Ok(usize::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0))
 }
 
@@ -473,6 +448,12 @@ impl Settle {
     }
 }
 
+/// Text as PostgreSQL stores it: it refuses the NUL character (a payload's
+/// `action` or an error message may hold one).
+pub(super) fn text(s: &str) -> String {
+    s.replace('\0', "\u{FFFD}")
+}
+
 fn millis(wait: Duration) -> i64 {
     // Rounded up: never due sooner than `wait`.
     i64::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(i64::MAX).saturating_add(1)
@@ -532,7 +513,12 @@ impl DeliveryQueue for PostgresQueue {
                     }
                 }
                 Err(e) => {
-                    let reason = self.shared.health.failed(&e);
+                    // A busy pool is contention here, not the server gone.
+                    let reason = if matches!(e, sqlx::Error::PoolTimedOut) {
+                        describe(&e)
+                    } else {
+                        self.shared.health.failed(&e)
+                    };
                     if self.closed.load(Ordering::SeqCst) {
                         tracing::warn!(error = %reason, "claiming failed while stopping; what is left waits in the store");
                         return None;
@@ -565,15 +551,19 @@ impl DeliveryQueue for PostgresQueue {
             }
             Outcome::Retry(error) => match self.shared.options.retry.backoff(delivery.attempt) {
                 Some(wait) => (
-                    Settle::Again { wait_ms: millis(wait), error, give_back: false, pause: None },
+                    Settle::Again { wait_ms: millis(wait), error: text(&error), give_back: false, pause: None },
                     Settled::Retrying(wait),
                 ),
-                None => (Settle::Dead { error }, Settled::Dead),
+                None => (Settle::Dead { error: text(&error) }, Settled::Dead),
             },
-            Outcome::Failed(error) => (Settle::Dead { error }, Settled::Failed),
+            Outcome::Failed(error) => (Settle::Dead { error: text(&error) }, Settled::Failed),
         };
-        self.record(delivery, &settle).await;
-        if let Settle::Again { wait_ms, pause, .. } = settle {
+        let written = self.record(delivery, &settle).await;
+        if written && !matches!(settle, Settle::Again { .. }) {
+            // This instance's own metrics see its outcomes at once.
+            *self.shared.finished_counts.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+        if let (true, Settle::Again { wait_ms, pause, .. }) = (written, settle) {
             self.shared.queued.fetch_add(1, Ordering::SeqCst);
             self.shared.due_in(Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0)));
             let fast = &self.shared.pools.fast;
@@ -594,9 +584,6 @@ impl DeliveryQueue for PostgresQueue {
     }
 
     fn close(&self) {
-        let now = i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis())
-            .unwrap_or(i64::MAX);
-        self.closed_at.store(now, Ordering::SeqCst);
         self.closed.store(true, Ordering::SeqCst);
         self.shared.wake.notify_waiters();
     }
@@ -604,7 +591,10 @@ impl DeliveryQueue for PostgresQueue {
     async fn abandon(&self, interrupted: &[DeliveryId]) -> Abandoned {
         let tokens: Vec<i64> = {
             let held = self.shared.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
-            interrupted.iter().filter_map(|id| held.get(id.as_str()).copied()).collect()
+            held.iter()
+                .filter(|(_, id)| interrupted.iter().any(|i| i.as_str() == id.as_str()))
+                .map(|(t, _)| *t)
+                .collect()
         };
         match self.requeue(&tokens, false).await {
             Ok(_) => Abandoned { lost: Vec::new(), kept: self.depth() + tokens.len() },
@@ -622,25 +612,13 @@ impl DeliveryQueue for PostgresQueue {
     }
 
     async fn counts(&self) -> StateCounts {
-        let rows = sqlx::query("SELECT state, count(*) FROM webhookd_deliveries GROUP BY state")
-            .fetch_all(&self.shared.pools.fast)
-            .await;
-        let Ok(rows) = rows else {
-            return StateCounts { queued: self.depth() as u64, ..StateCounts::default() };
-        };
-        let mut counts = StateCounts::default();
-        for row in rows {
-            let (Ok(state), Ok(n)) = (row.try_get::<String, _>(0), row.try_get::<i64, _>(1)) else { continue };
-            let n = u64::try_from(n).unwrap_or(0);
-            match state.as_str() {
-                "queued" => counts.queued = n,
-                "running" => counts.running = n,
-                "done" => counts.done = n,
-                "dead" => counts.dead = n,
-                _ => {}
+        match leases::counts(&self.shared).await {
+            Ok(counts) => counts,
+            Err(e) => {
+                tracing::warn!(error = %describe(&e), "counting the shared queue failed");
+                StateCounts { queued: self.depth() as u64, ..StateCounts::default() }
             }
         }
-        counts
     }
 
     fn write_error(&self) -> Option<String> {
@@ -655,15 +633,22 @@ impl DeliveryQueue for PostgresQueue {
             task.abort();
             let _ = task.await;
         }
-        // Claims never started go back at once rather than at lease end.
+        // Claims still held (a drain timeout) go back now, attempt counted,
+        // rather than when their lease ends.
         let leftover = self.shared.tokens();
         if !leftover.is_empty() {
             if let Err(e) = self.requeue(&leftover, false).await {
                 tracing::warn!(error = %describe(&e), "could not hand back held deliveries; their leases will end");
             }
         }
-        self.shared.pools.durable.close().await;
-        self.shared.pools.fast.close().await;
+        // Closing waits for connections in use; a hung one is not waited for.
+        let closing = async {
+            self.shared.pools.durable.close().await;
+            self.shared.pools.fast.close().await;
+        };
+        if tokio::time::timeout(health::STATEMENT_TIMEOUT, closing).await.is_err() {
+            tracing::warn!("PostgreSQL connections did not close in time; they go with the process");
+        }
     }
 
     fn deployment_limits(&self) -> Option<Arc<dyn crate::github::DeploymentLimits>> {

@@ -23,6 +23,7 @@ CREATE TABLE IF NOT EXISTS webhookd_deliveries (
     attempts        integer NOT NULL DEFAULT 0,   -- towards WEBHOOKD_MAX_ATTEMPTS; reset by replay
     runs            integer NOT NULL DEFAULT 0,   -- every attempt ever, never reset
     next_attempt_at bigint  NOT NULL,
+    received_by     text,                         -- the instance that stored it (a closing one finishes only these)
     owner           text,                         -- the instance holding the lease (state running)
     lease_until     bigint,
     lease_token     bigint,                       -- this claim; an outcome must carry it to be recorded
@@ -37,6 +38,9 @@ CREATE INDEX IF NOT EXISTS webhookd_deliveries_queued
     ON webhookd_deliveries (coalesce(installation_id, -1), seq) WHERE state = 'queued';
 CREATE INDEX IF NOT EXISTS webhookd_deliveries_due
     ON webhookd_deliveries (next_attempt_at) WHERE state = 'queued';
+-- Oldest first without sorting the backlog (one credential: token, dry run).
+CREATE INDEX IF NOT EXISTS webhookd_deliveries_queued_by_age
+    ON webhookd_deliveries (seq) WHERE state = 'queued';
 -- Leases to renew or take over.
 CREATE INDEX IF NOT EXISTS webhookd_deliveries_leased
     ON webhookd_deliveries (lease_until) WHERE state = 'running';

@@ -155,3 +155,60 @@ async fn a_pause_published_by_one_instance_reaches_the_others() {
         q.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn a_late_outcome_of_an_earlier_claim_by_the_same_instance_is_not_recorded() {
+    let Some(db) = TestDb::create().await else { return };
+    let q = PostgresQueue::open(&db.url, options(Duration::from_secs(30))).await.expect("opens");
+    q.enqueue(delivery("again")).await.expect("stored");
+    let first = next(&q).await;
+    sql(&db, "UPDATE webhookd_deliveries SET state = 'queued', owner = NULL, lease_until = NULL, lease_token = NULL")
+        .await;
+    let second = next(&q).await;
+    // The first claim's worker ends late: its outcome belongs to no claim now.
+    q.finish(&first, Outcome::Failed("late".into())).await;
+    assert_eq!(q.counts().await.running, 1, "the second claim still runs");
+    assert_eq!(q.finish(&second, Outcome::Ok).await, Settled::Done);
+    assert_eq!(q.counts().await.done, 1, "the second claim's outcome is the one recorded");
+    q.shutdown().await;
+}
+
+#[tokio::test]
+async fn text_postgres_refuses_is_stored_all_the_same() {
+    let Some(db) = TestDb::create().await else { return };
+    let q = Arc::new(PostgresQueue::open(&db.url, options(Duration::from_secs(30))).await.expect("opens"));
+    let headers = GitHubHeaders {
+        event: EventName::parse("issues").expect("event"),
+        delivery_id: DeliveryId::parse("nul").expect("id"),
+        hook_id: None,
+        target_type: None,
+        target_id: None,
+    };
+    let body = Bytes::from(r#"{"action":"open\u0000ed","installation":{"id":1}}"#);
+    let nul = Delivery::from_verified(headers, ContentKind::Json, body).expect("valid JSON");
+    // Sent together, so they can share a batch: the NUL must not sink the other.
+    let (a, b) = tokio::join!(q.enqueue(nul), q.enqueue(delivery("plain")));
+    assert_eq!((a, b), (Ok(Enqueued::Queued), Ok(Enqueued::Queued)));
+    let d = next(&q).await;
+    assert!(matches!(q.finish(&d, Outcome::Failed("bad\0byte".into())).await, Settled::Failed));
+    assert_eq!(q.counts().await.dead, 1, "an error message holding NUL is recorded");
+    q.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_closing_instance_finishes_what_it_received_and_leaves_the_rest_to_the_others() {
+    let Some(db) = TestDb::create().await else { return };
+    let a = PostgresQueue::open(&db.url, options(Duration::from_secs(30))).await.expect("a");
+    let b = PostgresQueue::open(&db.url, options(Duration::from_secs(30))).await.expect("b");
+    a.enqueue(delivery("mine")).await.expect("stored");
+    b.enqueue(delivery("theirs")).await.expect("stored");
+    a.close();
+    let d = next(&a).await;
+    assert_eq!(d.id().as_str(), "mine");
+    a.finish(&d, Outcome::Ok).await;
+    assert!(a.next().await.is_none(), "the other instance's delivery is left to it");
+    assert_eq!(next(&b).await.id().as_str(), "theirs");
+    for q in [a, b] {
+        q.shutdown().await;
+    }
+}
