@@ -15,7 +15,7 @@ use crate::webhook::headers::{EventName, GitHubHeaders};
 const RETRY: RetryPolicy = RetryPolicy { max_attempts: 3, base: Duration::from_millis(100) };
 const WAIT: Duration = Duration::from_secs(10);
 
-fn delivery(id: &str) -> Delivery {
+pub(super) fn delivery(id: &str) -> Delivery {
     let headers = GitHubHeaders {
         event: EventName::parse("issues").expect("event"),
         delivery_id: DeliveryId::parse(id).expect("id"),
@@ -51,7 +51,7 @@ fn deferred(id: u64, wait: Duration) -> (Outcome, std::time::SystemTime) {
     (Outcome::Deferred { credential: installation(id), until }, until)
 }
 
-async fn next(queue: &dyn DeliveryQueue) -> Delivery {
+pub(super) async fn next(queue: &dyn DeliveryQueue) -> Delivery {
     tokio::time::timeout(WAIT, queue.next()).await.expect("a delivery in time").expect("queue open")
 }
 
@@ -68,7 +68,7 @@ async fn memory(capacity: usize) -> Option<Backend> {
     Some(Backend { queue: Arc::new(queue), _dir: None, _db: None })
 }
 
-fn sqlite_options(capacity: usize) -> SqliteOptions {
+pub(super) fn sqlite_options(capacity: usize) -> SqliteOptions {
     SqliteOptions {
         capacity,
         retry: RETRY,
@@ -84,7 +84,7 @@ async fn sqlite(capacity: usize) -> Option<Backend> {
     Some(Backend { queue: Arc::new(queue), _dir: Some(dir), _db: None })
 }
 
-fn postgres_options(capacity: usize) -> PostgresOptions {
+pub(super) fn postgres_options(capacity: usize) -> PostgresOptions {
     PostgresOptions {
         capacity,
         retry: RETRY,

@@ -4,13 +4,14 @@
 //! after the attempts are spent (logged, not kept), deferral while a
 //! credential is paused, and turns between credentials.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
 use super::credentials::{CredentialScheme, Lanes, Pauses, deferred_due};
+use super::ledger::{MemoryLedger, RecoveryLedger};
 use super::{Abandoned, DedupWindow, DeliveryQueue, EnqueueError, Enqueued, Outcome, Settled, StateCounts};
 use crate::delivery::{Delivery, DeliveryId};
 use crate::retry::RetryPolicy;
@@ -23,8 +24,10 @@ pub struct MemoryQueue {
     retry: RetryPolicy,
     credentials: CredentialScheme,
     pauses: Pauses,
-    state: Mutex<State>,
+    /// Shared with the ledger, which answers `holds` from `seen`.
+    state: Arc<Mutex<State>>,
     notify: Notify,
+    ledger: Arc<MemoryLedger>,
 }
 
 struct State {
@@ -72,13 +75,19 @@ impl MemoryQueue {
             dead: 0,
             closed: false,
         };
+        let state = Arc::new(Mutex::new(state));
+        let known = state.clone();
+        let ledger = MemoryLedger::new(move |id| {
+            DeliveryId::parse(id).is_ok_and(|id| lock(&known).seen.contains(&id, Instant::now()))
+        });
         Self {
             capacity: capacity.max(1),
             retry,
             credentials: CredentialScheme::DryRun,
             pauses: Pauses::default(),
-            state: Mutex::new(state),
+            state,
             notify: Notify::new(),
+            ledger: Arc::new(ledger),
         }
     }
 
@@ -90,9 +99,13 @@ impl MemoryQueue {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        // No code path leaves the state half-updated across a panic point.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.state)
     }
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    // No code path leaves the state half-updated across a panic point.
+    state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[async_trait]
@@ -235,6 +248,10 @@ impl DeliveryQueue for MemoryQueue {
     async fn counts(&self) -> StateCounts {
         let state = self.state();
         StateCounts { queued: state.waiting() as u64, running: state.running, done: state.done, dead: state.dead }
+    }
+
+    fn ledger(&self) -> Arc<dyn RecoveryLedger> {
+        self.ledger.clone()
     }
 
     fn describe(&self) -> String {

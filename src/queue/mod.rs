@@ -22,6 +22,7 @@ pub mod admin;
 mod contract;
 pub mod credentials;
 mod dedup;
+pub mod ledger;
 mod memory;
 pub mod postgres;
 pub mod sqlite;
@@ -38,6 +39,7 @@ use crate::retry::RetryPolicy;
 use crate::telemetry::metrics::Metrics;
 pub use credentials::{CredentialScheme, Pauses};
 pub use dedup::DedupWindow;
+pub use ledger::{LeaderGuard, RecoveryLedger, Requested, open_ledger};
 pub use memory::MemoryQueue;
 pub use postgres::{PostgresOptions, PostgresQueue};
 pub use sqlite::{SqliteOptions, SqliteQueue, StoreError};
@@ -174,6 +176,10 @@ pub trait DeliveryQueue: Send + Sync + 'static {
     fn deployment_limits(&self) -> Option<Arc<dyn DeploymentLimits>> {
         None
     }
+
+    /// What the recovery of failed GitHub deliveries keeps in this store
+    /// (the same ledger at every call).
+    fn ledger(&self) -> Arc<dyn RecoveryLedger>;
 
     /// The backend, for logs: `memory`, `sqlite:PATH` or the PostgreSQL URL
     /// without its password.

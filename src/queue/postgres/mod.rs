@@ -25,6 +25,7 @@ mod deployment;
 mod health;
 mod inserter;
 mod leases;
+pub(crate) mod ledger;
 #[cfg(test)]
 pub(crate) mod test_db;
 #[cfg(test)]
@@ -44,6 +45,7 @@ use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
 use super::credentials::{CredentialScheme, deferred_due};
+use super::ledger::RecoveryLedger;
 use super::{Abandoned, DeliveryQueue, EnqueueError, Enqueued, Outcome, Settled, StateCounts, StoreError};
 use crate::config::PostgresUrl;
 use crate::delivery::{Delivery, DeliveryId};
@@ -57,11 +59,12 @@ use inserter::Pending;
 /// The schema, applied by the first instance of a version (idempotent).
 const SCHEMA: &str = include_str!("schema.sql");
 /// The version `SCHEMA` sets up; a database at a higher one is refused.
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i32 = 2;
 /// Advisory lock keys (`pg_advisory_*`), chosen to not collide with an
 /// application sharing the database: "wh" + a number.
 const MIGRATION_LOCK: i64 = 0x7768_0001;
 const HOUSEKEEPING_LOCK: i64 = 0x7768_0002;
+const RECOVERY_LOCK: i64 = 0x7768_0003;
 /// Safety net: idle workers look for due rows at least this often.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest wait between tries while the server is unreachable.
@@ -142,6 +145,7 @@ pub struct PostgresQueue {
     /// the rest of the shared queue is other instances' work, and a rolling
     /// restart must not drain the whole deployment's backlog.
     closed: AtomicBool,
+    ledger: Arc<ledger::PgLedger>,
 }
 
 impl PostgresQueue {
@@ -183,12 +187,14 @@ impl PostgresQueue {
         tasks.push(tokio::spawn(leases::housekeep(shared.clone())));
         tasks.push(tokio::spawn(leases::recount(shared.clone())));
         tracing::info!(store = %url.shown(), instance = %shared.owner, queued, "PostgreSQL store open");
+        let ledger = Arc::new(ledger::PgLedger::new(shared.pools.durable.clone(), url));
         Ok(Self {
             shown: url.shown().to_owned(),
             shared,
             inserts: Mutex::new(Some(inserts)),
             tasks: Mutex::new(tasks),
             closed: AtomicBool::new(false),
+            ledger,
         })
     }
 
@@ -653,6 +659,10 @@ impl DeliveryQueue for PostgresQueue {
 
     fn deployment_limits(&self) -> Option<Arc<dyn crate::github::DeploymentLimits>> {
         Some(Arc::new(deployment::SharedLimits(self.shared.clone())))
+    }
+
+    fn ledger(&self) -> Arc<dyn RecoveryLedger> {
+        self.ledger.clone()
     }
 
     fn describe(&self) -> String {

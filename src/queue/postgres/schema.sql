@@ -68,3 +68,26 @@ CREATE TABLE IF NOT EXISTS webhookd_housekeeping (
     id          integer PRIMARY KEY CHECK (id = 1),
     pruned_at   bigint  NOT NULL
 );
+
+-- The recovery of deliveries GitHub failed to make (schema version 2;
+-- ledger.rs), shared by the instances. Per hook (a spec such as `app` or
+-- `repo:o/r:34`): the newest delivered_at a completed pass examined.
+CREATE TABLE IF NOT EXISTS webhookd_recovery_checkpoints (
+    hook         text   PRIMARY KEY,
+    delivered_at bigint NOT NULL
+);
+-- Redeliveries requested from GitHub, per delivery id; forgotten after
+-- GitHub's 3 days.
+CREATE TABLE IF NOT EXISTS webhookd_recovery_requests (
+    delivery_id text    PRIMARY KEY,
+    hook        text    NOT NULL,
+    times       integer NOT NULL,
+    last_at     bigint  NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhookd_recovery_requests_last_at ON webhookd_recovery_requests (last_at);
+-- Hooks learned from deliveries received (at most 1,000, the least
+-- recently seen dropped).
+CREATE TABLE IF NOT EXISTS webhookd_recovery_hooks (
+    spec    text   PRIMARY KEY,
+    seen_at bigint NOT NULL
+);

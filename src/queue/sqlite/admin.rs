@@ -60,7 +60,7 @@ pub fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
 /// message rather than SQLite's.
 fn check_writable(path: &Path) -> Result<(), String> {
     use nix::unistd::{AccessFlags, access};
-    const WHAT_TO_DO: &str = "replay and prune change the store: run them as the user webhookd runs as, \
+    const WHAT_TO_DO: &str = "replay, prune and recover change the store: run them as the user webhookd runs as, \
                               or fix the owner and mode";
     if let Err(e) = access(path, AccessFlags::W_OK) {
         return Err(format!("read-only for this user ({}); {WHAT_TO_DO}", e.desc()));

@@ -68,7 +68,8 @@ pub(crate) fn open_connection(path: &Path, create: bool) -> Result<Connection, S
 /// daemon and an operator's command may open it at once): adds the body log
 /// columns to a database from before them (schema version 1, bodies inside),
 /// judged by the columns themselves, and the installation column of version
-/// 3 likewise, then applies `schema`.
+/// 3 likewise, then applies `schema` (which creates the tables new in
+/// version 4, the recovery ledger's, where they are missing).
 pub(crate) fn apply_schema(conn: &Connection, schema: &str) -> Result<(), String> {
     let sql = |e: rusqlite::Error| describe(&e);
     conn.execute_batch("BEGIN IMMEDIATE").map_err(sql)?;
@@ -112,7 +113,7 @@ pub(crate) fn apply_schema(conn: &Connection, schema: &str) -> Result<(), String
 }
 
 /// The schema version `schema.sql` sets.
-pub(super) const SCHEMA_VERSION: i64 = 3;
+pub(super) const SCHEMA_VERSION: i64 = 4;
 
 /// A readable reason for an SQLite error.
 pub(crate) fn describe(e: &rusqlite::Error) -> String {

@@ -13,6 +13,7 @@ mod body_log;
 pub use body_log::DEFAULT_SEGMENT_BYTES;
 mod connection;
 mod held;
+pub(crate) mod ledger;
 mod modes;
 mod rows;
 mod shared;
@@ -31,6 +32,7 @@ use std::sync::mpsc;
 use tokio::sync::oneshot;
 
 use super::credentials::{CredentialScheme, Lane, Pauses, deferred_due};
+use super::ledger::RecoveryLedger;
 use super::{Abandoned, DeliveryQueue, EnqueueError, Enqueued, Outcome, Settled, StateCounts};
 use crate::delivery::{Delivery, DeliveryId};
 use crate::retry::RetryPolicy;
@@ -120,6 +122,7 @@ pub struct SqliteQueue {
     started: Instant,
     /// Held while this process owns the database; released by `shutdown`.
     lock: Mutex<Option<Flock<File>>>,
+    ledger: Arc<ledger::SqliteLedger>,
 }
 
 impl SqliteQueue {
@@ -182,6 +185,7 @@ impl SqliteQueue {
             .query_row("SELECT count(*) FROM deliveries WHERE state = 'queued'", [], |r| r.get(0))
             .map_err(|e| open_error(describe(&e)))?;
         let reader = open_connection(path, false).map_err(open_error)?;
+        let ledger = ledger::SqliteLedger::new(open_connection(path, false).map_err(open_error)?);
 
         let shared = Arc::new(Shared::new(usize::try_from(queued).unwrap_or(0), metrics, options.credentials));
         let (commands, rx) = mpsc::channel();
@@ -206,6 +210,7 @@ impl SqliteQueue {
             last_resync: AtomicU64::new(0),
             started: Instant::now(),
             lock: Mutex::new(Some(lock)),
+            ledger: Arc::new(ledger),
         })
     }
 
@@ -579,6 +584,10 @@ impl DeliveryQueue for SqliteQueue {
                 self.absolute.display()
             )
         })
+    }
+
+    fn ledger(&self) -> Arc<dyn RecoveryLedger> {
+        self.ledger.clone()
     }
 
     fn describe(&self) -> String {

@@ -46,4 +46,26 @@ CREATE TABLE IF NOT EXISTS write_probe (
     id        INTEGER PRIMARY KEY CHECK (id = 1),
     probed_at INTEGER NOT NULL
 );
-PRAGMA user_version = 3;
+-- The recovery of deliveries GitHub failed to make (schema version 4;
+-- ledger.rs). Per hook (a spec such as `app` or `repo:o/r:34`): the newest
+-- delivered_at a completed pass examined.
+CREATE TABLE IF NOT EXISTS recovery_checkpoints (
+    hook         TEXT    PRIMARY KEY,
+    delivered_at INTEGER NOT NULL
+);
+-- Redeliveries requested from GitHub, per delivery id; forgotten after
+-- GitHub's 3 days.
+CREATE TABLE IF NOT EXISTS recovery_requests (
+    delivery_id TEXT    PRIMARY KEY,
+    hook        TEXT    NOT NULL,
+    times       INTEGER NOT NULL,
+    last_at     INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS recovery_requests_last_at ON recovery_requests (last_at);
+-- Hooks learned from deliveries received (at most 1,000, the least
+-- recently seen dropped).
+CREATE TABLE IF NOT EXISTS recovery_hooks (
+    spec    TEXT    PRIMARY KEY,
+    seen_at INTEGER NOT NULL
+);
+PRAGMA user_version = 4;
