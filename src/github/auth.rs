@@ -77,6 +77,12 @@ impl AppAuth {
         Self { app_id, key, installations: Mutex::new(HashMap::new()) }
     }
 
+    /// A fresh JWT as an `Authorization` value: requests as the App itself
+    /// (its own webhook, finding an installation).
+    pub(crate) fn jwt_header(&self) -> Result<HeaderValue, GitHubError> {
+        bearer(&self.jwt()?)
+    }
+
     /// A fresh JWT authenticating as the App itself.
     fn jwt(&self) -> Result<String, GitHubError> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -162,7 +168,7 @@ impl AppAuth {
 fn exchange_failure(status: StatusCode, installation: u64, message: String, rate_limited: bool) -> GitHubError {
     let rate_limit = rate_limited || message.to_ascii_lowercase().contains("rate limit");
     match status.as_u16() {
-        401 => GitHubError::AppCredentials(message),
+        401 => GitHubError::AppCredentials(format!("401 to the installation token exchange: {message}")),
         404 => GitHubError::InstallationRemoved { installation },
         403 if !rate_limit => GitHubError::InstallationSuspended { installation, message },
         _ => GitHubError::Auth(format!(

@@ -37,7 +37,8 @@ use super::budget::ContentBudget;
 use super::credential::CredentialKey;
 use super::deployment::DeploymentLimits;
 use super::error::GitHubError;
-use super::etag::EtagCache;
+use super::etag::{Cached, EtagCache};
+use super::installs::InstallationIds;
 use super::limits::Limiter;
 use super::read::read_capped;
 use super::tls;
@@ -77,6 +78,18 @@ pub struct GitHub {
     metrics: Arc<Metrics>,
     /// Pauses and write slots shared with the deployment's other instances.
     deployment: Option<Arc<dyn DeploymentLimits>>,
+    /// The App installation of each organisation or repository whose webhook
+    /// was read (`hooks`), found with the App's JWT.
+    pub(super) installation_ids: InstallationIds,
+}
+
+/// Who a request runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RunAs {
+    /// A delivery's App installation (ignored with token authentication).
+    Installation(Option<u64>),
+    /// The GitHub App itself, with its JWT (App authentication only).
+    App,
 }
 
 /// A GitHub answer with a 2xx status (or a 304 served from the cache).
@@ -172,6 +185,7 @@ impl GitHub {
             retry: settings.retry,
             metrics,
             deployment: None,
+            installation_ids: InstallationIds::default(),
         })
     }
 
@@ -191,6 +205,11 @@ impl GitHub {
     /// True when no credential is configured and calls are only logged.
     pub fn is_dry_run(&self) -> bool {
         self.auth.is_none()
+    }
+
+    /// True under GitHub App authentication.
+    pub(super) fn is_app(&self) -> bool {
+        matches!(self.auth, Some(Auth::App(_)))
     }
 
     /// The flag `/readyz` reads: set while GitHub refuses the App's credentials.
@@ -231,12 +250,16 @@ impl GitHub {
     async fn authorize(
         &self,
         auth: &Auth,
-        installation: Option<u64>,
+        run_as: RunAs,
         rejected: Option<&HeaderValue>,
     ) -> Result<(CredentialKey, HeaderValue), GitHubError> {
-        match auth {
-            Auth::Token(header) => Ok((CredentialKey::Token, header.clone())),
-            Auth::App(app) => {
+        match (auth, run_as) {
+            // `send_as` refuses `RunAs::App` under a token before it gets here.
+            (Auth::Token(header), _) => Ok((CredentialKey::Token, header.clone())),
+            // A JWT is signed per request: it is no secret worth caching, and
+            // GitHub accepts it for 10 minutes only.
+            (Auth::App(app), RunAs::App) => Ok((CredentialKey::App, app.jwt_header()?)),
+            (Auth::App(app), RunAs::Installation(installation)) => {
                 let id = installation.ok_or(GitHubError::NoInstallation)?;
                 match app.installation_token(&self.http, &self.api_url, id, rejected).await {
                     Ok((header, exchanged)) => {
@@ -259,6 +282,10 @@ impl GitHub {
     }
 
     pub(super) async fn send(&self, request: &Request<'_>, installation: Option<u64>) -> Result<Reply, GitHubError> {
+        self.send_as(request, RunAs::Installation(installation)).await
+    }
+
+    pub(super) async fn send_as(&self, request: &Request<'_>, run_as: RunAs) -> Result<Reply, GitHubError> {
         let Request { method, path, body, idempotent, prepaid } = request;
         let path = self.relative_path(path)?;
         let Some(auth) = &self.auth else {
@@ -266,6 +293,9 @@ impl GitHub {
             return Ok(Reply::DryRun);
         };
         let route = route_template(&path);
+        if run_as == RunAs::App && !matches!(auth, Auth::App(_)) {
+            return Err(GitHubError::AppOnly { method: method.to_string(), path: route });
+        }
         let host = self.api_url.host_str().unwrap_or("the GitHub API host").to_owned();
         let started = Instant::now();
         let write = !matches!(*method, Method::GET | Method::HEAD);
@@ -277,7 +307,7 @@ impl GitHub {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let (credential, authorization) = self.authorize(auth, installation, rejected.as_ref()).await?;
+            let (credential, authorization) = self.authorize(auth, run_as, rejected.as_ref()).await?;
             let limiter = self.limiter(&credential);
             if let Some(until) = limiter.paused_until() {
                 if until.saturating_duration_since(Instant::now()) > IN_REQUEST_WAIT {
@@ -299,8 +329,8 @@ impl GitHub {
             let mut builder =
                 github_headers(self.http.request(method.clone(), url)).header(AUTHORIZATION, authorization.clone());
             let cached = if *method == Method::GET { self.etags.get(&credential, &path) } else { None };
-            if let Some((etag, _)) = &cached {
-                builder = builder.header(IF_NONE_MATCH, etag.clone());
+            if let Some(hit) = &cached {
+                builder = builder.header(IF_NONE_MATCH, hit.etag.clone());
             }
             if let Some(body) = body {
                 builder = builder.json(body);
@@ -359,22 +389,34 @@ impl GitHub {
                         }
                     }
                     if status == StatusCode::NOT_MODIFIED {
-                        if let Some((_, cached)) = cached {
+                        if let Some(hit) = cached {
                             return Ok(Reply::Sent(GitHubResponse {
                                 status: StatusCode::OK,
-                                body: cached,
+                                body: hit.body,
                                 from_cache: true,
-                                next,
+                                // A 304 need not repeat `Link`: the cached page's holds.
+                                next: next.or(hit.next),
                             }));
                         }
                     }
                     if status.is_success() {
                         if *method == Method::GET {
                             if let Some(etag) = headers.get(ETAG) {
-                                self.etags.put(&credential, &path, etag.clone(), body.clone());
+                                let answer = Cached { etag: etag.clone(), body: body.clone(), next: next.clone() };
+                                self.etags.put(&credential, &path, answer);
                             }
                         }
+                        if credential == CredentialKey::App {
+                            // A JWT accepted proves the App's id and key work.
+                            self.alarm.clear();
+                        }
                         return Ok(Reply::Sent(GitHubResponse { status, body, from_cache: false, next }));
+                    }
+                    if status == StatusCode::UNAUTHORIZED && credential == CredentialKey::App {
+                        // The JWT refused: a new one, signed by the same key, would be too.
+                        let error = GitHubError::AppCredentials(format!("401 to {method} {route}: {message}"));
+                        let _ = self.alarm.raise(&error.to_string());
+                        return Err(error);
                     }
                     if status == StatusCode::UNAUTHORIZED && matches!(auth, Auth::App(_)) && !renewed {
                         // The installation token may have been revoked or expired early: renew once.
@@ -539,6 +581,7 @@ const LITERAL_SEGMENTS: &[&str] = &[
     "events",
     "git",
     "heads",
+    "hook",
     "hooks",
     "installation",
     "installations",
@@ -670,6 +713,12 @@ mod tests {
             ("/repos/o/r/issues?page=2", "/repos/{owner}/{repo}/issues"),
             ("/orgs/acme/hooks", "/orgs/{org}/hooks"),
             ("/orgs/acme/hooks/7/deliveries/8/attempts", "/orgs/{org}/hooks/{n}/deliveries/{n}/attempts"),
+            ("/orgs/acme/hooks/7/deliveries?per_page=100&cursor=v1_9", "/orgs/{org}/hooks/{n}/deliveries"),
+            ("/orgs/acme/installation", "/orgs/{org}/installation"),
+            ("/app/hook/deliveries?per_page=100", "/app/hook/deliveries"),
+            ("/app/hook/deliveries/8/attempts", "/app/hook/deliveries/{n}/attempts"),
+            ("/repos/o/r/hooks/7/deliveries/8/attempts", "/repos/{owner}/{repo}/hooks/{n}/deliveries/{n}/attempts"),
+            ("/repos/o/r/installation", "/repos/{owner}/{repo}/installation"),
             ("/orgs/repos/members/issues", "/orgs/{org}/members/{user}"),
             ("/users/octocat", "/users/{user}"),
             ("/users/octocat/repos", "/users/{user}/repos"),

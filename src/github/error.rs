@@ -35,11 +35,12 @@ pub enum GitHubError {
     /// pass (GitHub unwell, an unreadable token answer).
     #[error("GitHub authentication failed: {0}")]
     Auth(String),
-    /// GitHub refused the App's JWT (401 on the token exchange): the App id or
-    /// private key is wrong, or the host clock is far off. No delivery can
-    /// succeed until the operator fixes it.
+    /// GitHub refused the App's JWT (401 on the token exchange or on a request
+    /// as the App; the text says which): the App id or private key is wrong,
+    /// or the host clock is far off. No delivery can succeed until the
+    /// operator fixes it.
     #[error(
-        "GitHub refused the App's credentials (401 to the installation token exchange: {0}): check WEBHOOKD_GITHUB_APP_ID, the private key in WEBHOOKD_GITHUB_APP_KEY_FILE and the host clock"
+        "GitHub refused the App's credentials ({0}): check WEBHOOKD_GITHUB_APP_ID, the private key in WEBHOOKD_GITHUB_APP_KEY_FILE and the host clock"
     )]
     AppCredentials(String),
     /// The token exchange answered 404: the App is no longer installed there.
@@ -80,6 +81,18 @@ pub enum GitHubError {
     /// without spending an attempt, and the worker takes another delivery.
     #[error("GitHub rate limit: {credential} is paused until {}", humantime::format_rfc3339_seconds(*.until))]
     Paused { credential: CredentialKey, until: SystemTime },
+    /// A request only the GitHub App itself may make (its own webhook's
+    /// deliveries), under token authentication.
+    #[error(
+        "{method} {path} can only be made as the GitHub App (WEBHOOKD_GITHUB_APP_ID and WEBHOOKD_GITHUB_APP_KEY_FILE), not with a token"
+    )]
+    AppOnly { method: String, path: String },
+    /// An organisation or repository name that cannot be a GitHub one (it
+    /// would not stay one path segment).
+    #[error(
+        "invalid webhook target {0:?}: an organisation is a login, a repository owner/name, of letters, digits, '-', '_' and '.'"
+    )]
+    InvalidTarget(String),
     /// GitHub App authentication needs the installation a delivery names.
     #[error("this delivery names no installation (installation.id), which GitHub App authentication needs")]
     NoInstallation,
@@ -105,7 +118,11 @@ impl GitHubError {
             // A receiver that is down or busy may answer later; a redirect or a refusal will not change.
             Self::Receiver { status, .. } => status.is_server_error() || matches!(status.as_u16(), 408 | 429),
             // The same request would get the same answer.
-            Self::AnswerTooLarge { .. } | Self::InvalidPath(_) | Self::NoInstallation => false,
+            Self::AnswerTooLarge { .. }
+            | Self::InvalidPath(_)
+            | Self::NoInstallation
+            | Self::AppOnly { .. }
+            | Self::InvalidTarget(_) => false,
         }
     }
 }

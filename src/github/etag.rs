@@ -1,7 +1,8 @@
 //! Conditional GETs: the last `ETag` and body of each GET path, per
 //! credential, so a repeated GET sends `If-None-Match` and a `304` (which
-//! costs no quota) is answered from here. Bounded in entries and in bytes:
-//! the oldest entries go first.
+//! costs no quota) is answered from here, with the page's `rel="next"` link
+//! (a `304` need not repeat `Link`). Bounded in entries and in bytes: the
+//! oldest entries go first.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
@@ -22,9 +23,24 @@ pub(crate) struct EtagCache {
     inner: Mutex<Inner>,
 }
 
+/// A GET answer kept for its `ETag`.
+#[derive(Debug, Clone)]
+pub(crate) struct Cached {
+    pub etag: HeaderValue,
+    pub body: Bytes,
+    /// The `rel="next"` page it linked to.
+    pub next: Option<String>,
+}
+
+impl Cached {
+    fn bytes(&self) -> usize {
+        self.body.len() + self.next.as_ref().map_or(0, String::len)
+    }
+}
+
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<(CredentialKey, String), (HeaderValue, Bytes)>,
+    entries: HashMap<(CredentialKey, String), Cached>,
     order: VecDeque<(CredentialKey, String)>,
     bytes: usize,
 }
@@ -34,26 +50,27 @@ impl EtagCache {
         Self { max_bytes, inner: Mutex::default() }
     }
 
-    pub(crate) fn get(&self, credential: &CredentialKey, path: &str) -> Option<(HeaderValue, Bytes)> {
+    pub(crate) fn get(&self, credential: &CredentialKey, path: &str) -> Option<Cached> {
         let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         inner.entries.get(&(credential.clone(), path.to_owned())).cloned()
     }
 
-    pub(crate) fn put(&self, credential: &CredentialKey, path: &str, etag: HeaderValue, body: Bytes) {
-        if self.max_bytes == 0 || body.len() > self.max_bytes {
+    pub(crate) fn put(&self, credential: &CredentialKey, path: &str, answer: Cached) {
+        let size = answer.bytes();
+        if self.max_bytes == 0 || size > self.max_bytes {
             return;
         }
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let key = (credential.clone(), path.to_owned());
-        inner.bytes += body.len();
-        match inner.entries.insert(key.clone(), (etag, body)) {
-            Some((_, replaced)) => inner.bytes -= replaced.len(),
+        inner.bytes += size;
+        match inner.entries.insert(key.clone(), answer) {
+            Some(replaced) => inner.bytes -= replaced.bytes(),
             None => inner.order.push_back(key),
         }
         while inner.order.len() > MAX_ENTRIES || inner.bytes > self.max_bytes {
             let Some(oldest) = inner.order.pop_front() else { break };
-            if let Some((_, body)) = inner.entries.remove(&oldest) {
-                inner.bytes -= body.len();
+            if let Some(removed) = inner.entries.remove(&oldest) {
+                inner.bytes -= removed.bytes();
             }
         }
     }
@@ -63,14 +80,17 @@ impl EtagCache {
 mod tests {
     use super::*;
 
+    fn cached(body: Vec<u8>) -> Cached {
+        Cached { etag: HeaderValue::from_static("\"e\""), body: Bytes::from(body), next: None }
+    }
+
     #[test]
     fn the_cache_stays_within_its_byte_budget() {
         const MAX_BYTES: usize = 64 * 1024;
         let cache = EtagCache::new(MAX_BYTES);
-        let etag = HeaderValue::from_static("\"e\"");
-        let quarter = Bytes::from(vec![0u8; MAX_BYTES / 4]);
+        let quarter = cached(vec![0u8; MAX_BYTES / 4]);
         for n in 0..6 {
-            cache.put(&CredentialKey::Token, &format!("/p/{n}"), etag.clone(), quarter.clone());
+            cache.put(&CredentialKey::Token, &format!("/p/{n}"), quarter.clone());
         }
         let inner = cache.inner.lock().expect("lock");
         assert!(inner.bytes <= MAX_BYTES && inner.entries.len() == 4, "{} bytes", inner.bytes);
@@ -82,7 +102,7 @@ mod tests {
     #[test]
     fn a_zero_budget_disables_the_cache() {
         let cache = EtagCache::new(0);
-        cache.put(&CredentialKey::Token, "/p", HeaderValue::from_static("\"e\""), Bytes::from_static(b"[]"));
+        cache.put(&CredentialKey::Token, "/p", cached(b"[]".to_vec()));
         assert!(cache.get(&CredentialKey::Token, "/p").is_none());
     }
 }

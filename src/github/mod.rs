@@ -2,16 +2,18 @@
 //! by every worker (so connections are pooled and reused), and dropped only
 //! after the workers have stopped, which closes its pooled connections.
 //! `auth` picks the credential, `limits` keeps GitHub's rate-limit guidance
-//! per credential, `etag` answers repeated GETs from `304`s.
+//! per credential, `etag` answers repeated GETs from `304`s, `hooks` reads
+//! a webhook's deliveries and asks for redeliveries.
 
 //!
 //! The modules depend one way (no module imports one above it):
 //! - bottom: `credential`, `wire`, `read`, `tls`, `budget`, `alarm`,
-//!   `deployment`, `error` (uses `credential`, `tls`), `etag` and `limits`
-//!   (use `credential`, `deployment`);
+//!   `deployment`, `installs`, `error` (uses `credential`, `tls`), `etag`
+//!   and `limits` (use `credential`, `deployment`);
 //! - `auth` (uses `error`, `read`, `wire`);
 //! - `client` (the `GitHub` type: uses everything below it);
-//! - top: `api` (`GitHubApi`, on `client`) and `forward` (on `client`'s types).
+//! - top: `api` (`GitHubApi`, on `client`), `forward` (on `client`'s types)
+//!   and `hooks` (webhook deliveries, on `client`).
 
 mod alarm;
 mod api;
@@ -23,6 +25,8 @@ mod deployment;
 mod error;
 mod etag;
 mod forward;
+mod hooks;
+mod installs;
 mod limits;
 mod read;
 mod tls;
@@ -35,6 +39,7 @@ pub use credential::CredentialKey;
 pub use deployment::{DeploymentLimits, PauseListener};
 pub use error::GitHubError;
 pub use forward::MAX_FORWARD_ANSWER_BYTES;
+pub use hooks::{DeliveriesPage, HookDelivery, HookTarget};
 pub use limits::PauseReason;
 pub use tls::anchors_from_pem;
 pub use wire::{ACCEPT_JSON as ACCEPT, API_VERSION, WEBHOOKD_AGENT as USER_AGENT};

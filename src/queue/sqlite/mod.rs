@@ -314,13 +314,14 @@ impl SqliteQueue {
     fn unpaused_filter(&self, now: SystemTime) -> Option<ClaimFilter> {
         let paused = self.pauses.paused_now(now);
         match self.options.credentials {
-            CredentialScheme::Token if !paused.is_empty() => None,
+            CredentialScheme::Token if paused.contains(&crate::github::CredentialKey::Token) => None,
             CredentialScheme::App => Some(ClaimFilter::AnyBut(
                 paused
                     .iter()
                     .filter_map(|key| match key {
                         crate::github::CredentialKey::Installation(id) => i64::try_from(*id).ok(),
-                        crate::github::CredentialKey::Token => None,
+                        // Never a delivery's: its pause holds no row back.
+                        crate::github::CredentialKey::Token | crate::github::CredentialKey::App => None,
                     })
                     .collect(),
             )),
