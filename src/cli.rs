@@ -28,11 +28,37 @@ pub enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// Find deliveries GitHub failed to make and ask for their redelivery, once, now.
+    Recover(RecoverArgs),
     /// Inspect and re-queue stored deliveries (SQLite or PostgreSQL store; works while daemons run).
     Deliveries {
         #[command(subcommand)]
         command: DeliveriesCommand,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RecoverArgs {
+    /// Read this far back (at most 3 days), whatever the last pass saw: 6h, 2d.
+    #[arg(long, value_parser = parse_since)]
+    pub since: Option<std::time::Duration>,
+    /// Only this hook: app, org:NAME:HOOK_ID or repo:OWNER/NAME:HOOK_ID (repeatable).
+    #[arg(long)]
+    pub hook: Vec<String>,
+    /// Print what would be asked; ask and record nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// JSON for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_since(text: &str) -> Result<std::time::Duration, String> {
+    let since = humantime::parse_duration(text).map_err(|e| format!("{e} (e.g. 6h, 2d)"))?;
+    if since > crate::recovery::pass::MAX_WINDOW {
+        return Err("GitHub redelivers at most 3 days back".into());
+    }
+    Ok(since)
 }
 
 #[derive(Debug, Subcommand)]

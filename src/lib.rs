@@ -5,7 +5,8 @@
 //! `delivery` parse) → `queue` (bounded, deduplicated hand-off behind the
 //! `DeliveryQueue` trait) → `worker` (a pool running a `handler::Handler`) →
 //! `github` (the one shared API client). `startup` builds all of it from
-//! `config::Settings` and owns the shutdown sequence; `lifecycle` turns signals
+//! `config::Settings` and owns the shutdown sequence; `recovery` asks GitHub to
+//! redeliver what it failed to deliver; `lifecycle` turns signals
 //! into a stop; `telemetry` holds logging and metrics; `send` is the CLI's
 //! signed-delivery sender.
 
@@ -18,6 +19,7 @@ pub mod handler;
 pub mod http;
 pub mod lifecycle;
 pub mod queue;
+pub mod recovery;
 pub mod redact;
 pub mod reload;
 pub mod retry;

@@ -22,5 +22,6 @@ fn main() -> ExitCode {
         Command::Send(args) => commands::send(&env, &args),
         Command::Deliveries { command } => commands::deliveries(&env, &command),
         Command::Rules { command } => commands::rules(&env, &command),
+        Command::Recover(args) => commands::recover(&env, &args),
     }
 }

@@ -53,6 +53,8 @@ pub struct Application {
     metrics: Arc<Metrics>,
     shutdown_timeout: Duration,
     pruning: tokio::task::JoinHandle<()>,
+    /// The recovery of deliveries GitHub failed to make, when it runs.
+    recovering: Option<tokio::task::JoinHandle<()>>,
     verifier: Arc<SharedVerifier>,
     /// The SIGHUP listener, when reloading is on.
     reloading: Option<tokio::task::JoinHandle<()>>,
@@ -173,9 +175,16 @@ impl Application {
         if github.is_dry_run() {
             tracing::warn!("no GitHub credential configured: dry run, GitHub calls are logged and not sent");
         }
+        let hooks = Arc::new(crate::recovery::HookRegistry::default());
         let workers = WorkerPool::start(
             settings.workers,
-            WorkerContext { queue: queue.clone(), handler, github: github.clone(), metrics: metrics.clone() },
+            WorkerContext {
+                queue: queue.clone(),
+                handler,
+                github: github.clone(),
+                metrics: metrics.clone(),
+                hooks: hooks.clone(),
+            },
         );
         let readiness = Readiness::default();
         let verifier = Arc::new(SharedVerifier::new(SignatureVerifier::new(&settings.secrets)));
@@ -198,6 +207,22 @@ impl Application {
             "webhookd started"
         );
         let pruning = tokio::spawn(prune_periodically(queue.clone(), settings.retention));
+        let recovering = match crate::recovery::disabled_because(&settings.recovery, &github) {
+            Some(why) => {
+                tracing::info!(because = why, "recovery of failed GitHub deliveries is off");
+                None
+            }
+            None => {
+                let recovery = crate::recovery::Recovery::new(
+                    github.clone(),
+                    queue.ledger(),
+                    settings.recovery.clone(),
+                    hooks,
+                    metrics.clone(),
+                );
+                Some(tokio::spawn(Arc::new(recovery).run_periodically()))
+            }
+        };
         Ok(Self {
             local_addr,
             server,
@@ -208,6 +233,7 @@ impl Application {
             metrics,
             shutdown_timeout: settings.shutdown_timeout,
             pruning,
+            recovering,
             verifier,
             reloading: None,
             socket_activated,
@@ -240,6 +266,7 @@ impl Application {
             metrics,
             shutdown_timeout,
             pruning,
+            recovering,
             verifier: _,
             reloading,
             socket_activated,
@@ -259,10 +286,13 @@ impl Application {
             () = stop => None,
             result = &mut serving => Some(result),
         };
-        pruning.abort();
-        // An aborted task is dropped by the runtime later: wait, so it no
-        // longer holds the store when the store is shut down.
-        let _ = pruning.await;
+        // Background work stops first. An aborted task is dropped by the
+        // runtime later: wait, so it no longer holds the store (or the GitHub
+        // client) when those are shut down.
+        for task in std::iter::once(pruning).chain(recovering) {
+            task.abort();
+            let _ = task.await;
+        }
         if let Some(reloading) = reloading {
             reloading.abort();
             let _ = reloading.await;

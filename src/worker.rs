@@ -29,6 +29,8 @@ pub struct WorkerContext {
     pub handler: Arc<dyn Handler>,
     pub github: Arc<GitHub>,
     pub metrics: Arc<Metrics>,
+    /// Webhooks seen on deliveries, for the recovery of failed ones.
+    pub hooks: Arc<crate::recovery::HookRegistry>,
 }
 
 /// What each worker is processing and since when.
@@ -119,6 +121,7 @@ async fn run_worker(index: usize, ctx: WorkerContext, in_flight: InFlight) {
 
 /// Runs the handler on one delivery and records the outcome.
 async fn process(ctx: &WorkerContext, delivery: &Delivery) {
+    ctx.hooks.saw(delivery);
     let span = tracing::info_span!(
         "delivery",
         delivery.id = %delivery.id(),

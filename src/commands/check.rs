@@ -67,6 +67,30 @@ pub fn check(env: &Env) -> ExitCode {
     out!("  body memory       {} bytes for every body being received, together", s.body_memory);
     out!("  shutdown timeout  {}", humantime::format_duration(s.shutdown_timeout));
     out!("  stall timeout     {} (systemd watchdog)", humantime::format_duration(s.stall_timeout));
+    out!("  recovery          {}", recovery_line(&s));
     out!("  rules             {rules}");
     ExitCode::SUCCESS
+}
+
+/// Whether recovery of failed deliveries runs, how often, and which hooks
+/// it watches (those learned from deliveries are in the store: not opened).
+fn recovery_line(s: &crate::config::Settings) -> String {
+    let r = &s.recovery;
+    if !r.enabled {
+        return "off (WEBHOOKD_RECOVERY=off)".to_owned();
+    }
+    let mut hooks: Vec<String> = Vec::new();
+    match &s.github.credential {
+        None => return "off (no GitHub credential: dry run)".to_owned(),
+        Some(GitHubCredential::App { .. }) => hooks.push("app (App auth)".to_owned()),
+        Some(GitHubCredential::Token(_)) => {}
+    }
+    hooks.extend(r.hooks.iter().filter(|h| **h != crate::recovery::HookSpec::App).map(|h| format!("{h} (configured)")));
+    hooks.push("the repository and organization hooks deliveries come from".to_owned());
+    format!(
+        "every {}, {} back at first; watching {}",
+        humantime::format_duration(r.interval),
+        humantime::format_duration(r.window),
+        hooks.join(", ")
+    )
 }

@@ -1,4 +1,4 @@
-//! The one-shot commands of the CLI (`check`, `send`, `deliveries`), each
+//! The one-shot commands of the CLI (`check`, `send`, `deliveries`, `recover`), each
 //! returning the contract's exit code. `serve` lives in `run`.
 
 /// `println!` that ignores a closed stdout (`… | head`) instead of panicking.
@@ -11,10 +11,12 @@ macro_rules! out {
 
 mod check;
 mod deliveries;
+mod recover;
 mod rules;
 mod send;
 
 pub use check::check;
 pub use deliveries::deliveries;
+pub use recover::recover;
 pub use rules::rules;
 pub use send::send;

@@ -86,6 +86,10 @@ mod ranges {
     /// Renewed every third of it, so at least two seconds; an hour would
     /// leave a dead instance's work waiting that long.
     pub const LEASE: RangeInclusive<Duration> = Duration::from_secs(2)..=HOUR;
+    /// A pass costs a few GitHub requests per hook: not more often than a minute.
+    pub const RECOVERY_INTERVAL: RangeInclusive<Duration> = Duration::from_secs(60)..=Duration::from_secs(24 * 3600);
+    /// GitHub redelivers attempts of the past three days only.
+    pub const RECOVERY_WINDOW: RangeInclusive<Duration> = Duration::from_secs(60)..=Duration::from_secs(3 * 24 * 3600);
 }
 
 /// One problem with the configuration.
@@ -154,6 +158,21 @@ pub struct GitHubTrust {
     pub ca_file: Option<PathBuf>,
     pub extra_anchors: Vec<reqwest::Certificate>,
 }
+
+/// Recovery of deliveries GitHub failed to make (`WEBHOOKD_RECOVERY*`).
+#[derive(Debug, Clone)]
+pub struct RecoverySettings {
+    pub enabled: bool,
+    pub interval: Duration,
+    /// How far back a hook is read the first time.
+    pub window: Duration,
+    /// Hooks named in `WEBHOOKD_RECOVERY_HOOKS`, besides the App's own and
+    /// those learned from deliveries.
+    pub hooks: Vec<crate::recovery::HookSpec>,
+}
+
+/// Most hooks `WEBHOOKD_RECOVERY_HOOKS` may name: each costs requests every pass.
+pub const MAX_RECOVERY_HOOKS: usize = 100;
 
 #[derive(Debug)]
 pub struct GitHubSettings {
@@ -246,6 +265,7 @@ pub struct Settings {
     /// How long a claimed delivery stays with its instance without a renewal
     /// (PostgreSQL store): past it, another instance takes it over.
     pub lease: Duration,
+    pub recovery: RecoverySettings,
     pub rules: Option<PathBuf>,
     pub log_format: LogFormat,
     pub log_filter: String,
@@ -312,6 +332,7 @@ impl Settings {
         let stall_timeout =
             keep(e, duration_in(env, "WEBHOOKD_STALL_TIMEOUT", Duration::from_secs(15 * 60), ranges::STALL_TIMEOUT));
         let lease = keep(e, duration_in(env, "WEBHOOKD_LEASE", DEFAULT_LEASE, ranges::LEASE));
+        let recovery = recovery_settings(env, e);
         let rules = keep(e, parse_rules(env));
         let log_format = keep(e, parse_log_format(env));
         let log_filter = keep(e, parse_log_filter(env));
@@ -339,6 +360,7 @@ impl Settings {
             Some(shutdown_timeout),
             Some(stall_timeout),
             Some(lease),
+            Some(recovery),
             Some(rules),
             Some(log_format),
             Some(log_filter),
@@ -365,6 +387,7 @@ impl Settings {
             shutdown_timeout,
             stall_timeout,
             lease,
+            recovery,
             rules,
             log_format,
             log_filter,
@@ -398,6 +421,7 @@ impl Settings {
             shutdown_timeout,
             stall_timeout,
             lease,
+            recovery,
             rules,
             log_format,
             log_filter,
@@ -422,6 +446,40 @@ fn parse_trust(env: &Env) -> Result<GitHubTrust, ConfigError> {
         }
     };
     Ok(GitHubTrust { ssl_cert_file: env.get("SSL_CERT_FILE").map(str::to_owned), ca_file, extra_anchors })
+}
+
+/// `WEBHOOKD_RECOVERY` (on/off), `_INTERVAL`, `_WINDOW` and `_HOOKS`; each
+/// problem is added to `errors`, naming its variable.
+fn recovery_settings(env: &Env, errors: &mut Vec<ConfigError>) -> Option<RecoverySettings> {
+    let enabled = keep(
+        errors,
+        match env.get("WEBHOOKD_RECOVERY") {
+            None | Some("on") => Ok(true),
+            Some("off") => Ok(false),
+            Some(other) => Err(ConfigError::invalid("WEBHOOKD_RECOVERY", format!("expected on or off, got {other:?}"))),
+        },
+    );
+    let interval = keep(
+        errors,
+        duration_in(env, "WEBHOOKD_RECOVERY_INTERVAL", Duration::from_secs(300), ranges::RECOVERY_INTERVAL),
+    );
+    let window = keep(
+        errors,
+        duration_in(env, "WEBHOOKD_RECOVERY_WINDOW", *ranges::RECOVERY_WINDOW.end(), ranges::RECOVERY_WINDOW),
+    );
+    let hooks = keep(
+        errors,
+        crate::recovery::hooks::parse_list(env.get("WEBHOOKD_RECOVERY_HOOKS").unwrap_or_default())
+            .and_then(|hooks| {
+                if hooks.len() > MAX_RECOVERY_HOOKS {
+                    Err(format!("names {} hooks; at most {MAX_RECOVERY_HOOKS}", hooks.len()))
+                } else {
+                    Ok(hooks)
+                }
+            })
+            .map_err(|e| ConfigError::invalid("WEBHOOKD_RECOVERY_HOOKS", e)),
+    );
+    Some(RecoverySettings { enabled: enabled?, interval: interval?, window: window?, hooks: hooks? })
 }
 
 /// `WEBHOOKD_RETENTION`: how long finished deliveries are remembered.

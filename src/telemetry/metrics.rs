@@ -55,6 +55,12 @@ pub struct Metrics {
     pub github_retries: IntCounterVec,
     /// Pauses of a credential for a rate limit, by reason (primary, secondary).
     pub github_pauses: IntCounterVec,
+    /// Recovery passes over one hook, by outcome (ok, error, skipped: another instance leads).
+    pub recovery_runs: IntCounterVec,
+    /// Redeliveries recovery asked GitHub for, per hook.
+    pub recovery_redeliveries: IntCounterVec,
+    /// Events recovery found that no attempt delivered and webhookd did not hold.
+    pub recovery_missing: IntCounter,
     /// Seconds of pause imposed by rate limits, by reason.
     pub github_pause_seconds: prometheus::CounterVec,
     /// Remaining GitHub quota per credential, as last reported.
@@ -125,6 +131,21 @@ impl Metrics {
         );
         let github_pauses =
             counter_vec("webhookd_github_pauses_total", "Rate-limit pauses of a credential, by reason.", &["reason"]);
+        let recovery_runs = counter_vec(
+            "webhookd_recovery_runs_total",
+            "Recovery passes over one hook, by outcome (ok, error; skipped: another instance runs recovery).",
+            &["outcome"],
+        );
+        let recovery_redeliveries = counter_vec(
+            "webhookd_recovery_redeliveries_total",
+            "Redeliveries of failed deliveries that recovery asked GitHub for, per hook.",
+            &["hook"],
+        );
+        let recovery_missing = IntCounter::new(
+            "webhookd_recovery_missing_total",
+            "Events found that GitHub failed to deliver and webhookd did not hold.",
+        )
+        .unwrap_or_else(|e| invalid("webhookd_recovery_missing_total", e));
         let github_pause_seconds = prometheus::CounterVec::new(
             Opts::new("webhookd_github_pause_seconds_total", "Seconds of rate-limit pause, by reason."),
             &["reason"],
@@ -201,6 +222,7 @@ impl Metrics {
             Box::new(store_batch_size.clone()),
             Box::new(store_writable.clone()),
             Box::new(signature_failures.clone()),
+            Box::new(recovery_missing.clone()),
             Box::new(handler_panics.clone()),
             Box::new(queue_depth.clone()),
             Box::new(deliveries_in_flight.clone()),
@@ -224,6 +246,9 @@ impl Metrics {
             github_requests_by_route,
             github_retries,
             github_pauses,
+            recovery_runs,
+            recovery_redeliveries,
+            recovery_missing,
             github_pause_seconds,
             github_content_budget_remaining,
             github_deferrals,

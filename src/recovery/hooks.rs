@@ -1,0 +1,136 @@
+//! Which webhooks recovery watches: the GitHub App's own hook, organization
+//! and repository hooks named in `WEBHOOKD_RECOVERY_HOOKS`, and those learned
+//! from the deliveries received (every delivery names its hook in
+//! `X-GitHub-Hook-ID` and its target in
+//! `X-GitHub-Hook-Installation-Target-Type`).
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::{Mutex, PoisonError};
+
+use crate::delivery::Delivery;
+use crate::github::HookTarget;
+
+/// Hooks learned and not yet written to the store, at most: a flood of
+/// deliveries naming made-up hooks cannot grow memory.
+const MAX_UNSAVED: usize = 100;
+
+/// A watched hook, as written in `WEBHOOKD_RECOVERY_HOOKS` and in the store:
+/// `app`, `org:NAME:HOOK_ID` or `repo:OWNER/NAME:HOOK_ID`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum HookSpec {
+    App,
+    Org { org: String, hook_id: u64 },
+    Repo { repo: String, hook_id: u64 },
+}
+
+impl HookSpec {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let bad = || format!("{text:?}: expected app, org:NAME:HOOK_ID or repo:OWNER/NAME:HOOK_ID");
+        if text == "app" {
+            return Ok(Self::App);
+        }
+        let (kind, rest) = text.split_once(':').ok_or_else(bad)?;
+        let (name, id) = rest.rsplit_once(':').ok_or_else(bad)?;
+        let hook_id: u64 = id.parse().map_err(|_| bad())?;
+        let word = |w: &str| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        match kind {
+            "org" if word(name) => Ok(Self::Org { org: name.to_owned(), hook_id }),
+            "repo" => match name.split_once('/') {
+                Some((owner, repo)) if word(owner) && word(repo) => Ok(Self::Repo { repo: name.to_owned(), hook_id }),
+                _ => Err(bad()),
+            },
+            _ => Err(bad()),
+        }
+    }
+
+    /// The hook a delivery came from, if recovery can watch it.
+    pub fn of_delivery(delivery: &Delivery) -> Option<Self> {
+        let headers = &delivery.headers;
+        let hook_id = headers.hook_id.as_deref()?.parse().ok()?;
+        match headers.target_type.as_deref()? {
+            "integration" => Some(Self::App),
+            "repository" => Some(Self::Repo { repo: delivery.routing.repository.clone()?, hook_id })
+                .filter(|spec| Self::parse(&spec.to_string()).is_ok()),
+            "organization" => {
+                let payload = delivery.payload().ok()?;
+                let org = payload.get("organization")?.get("login")?.as_str()?;
+                Self::parse(&format!("org:{org}:{hook_id}")).ok()
+            }
+            _ => None,
+        }
+    }
+
+    pub fn target(&self) -> HookTarget {
+        match self {
+            Self::App => HookTarget::App,
+            Self::Org { org, hook_id } => HookTarget::Org { org: org.clone(), hook_id: *hook_id },
+            Self::Repo { repo, hook_id } => HookTarget::Repo { repo: repo.clone(), hook_id: *hook_id },
+        }
+    }
+}
+
+impl fmt::Display for HookSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::App => f.write_str("app"),
+            Self::Org { org, hook_id } => write!(f, "org:{org}:{hook_id}"),
+            Self::Repo { repo, hook_id } => write!(f, "repo:{repo}:{hook_id}"),
+        }
+    }
+}
+
+/// Parses `WEBHOOKD_RECOVERY_HOOKS`: specs separated by commas or spaces.
+pub fn parse_list(text: &str) -> Result<Vec<HookSpec>, String> {
+    let mut specs = BTreeSet::new();
+    for part in text.split([',', ' ']).filter(|p| !p.trim().is_empty()) {
+        specs.insert(HookSpec::parse(part)?);
+    }
+    Ok(specs.into_iter().collect())
+}
+
+/// Hooks seen on deliveries since the last pass saved them.
+#[derive(Debug, Default)]
+pub struct HookRegistry {
+    unsaved: Mutex<BTreeSet<HookSpec>>,
+    known: Mutex<BTreeSet<HookSpec>>,
+}
+
+impl HookRegistry {
+    /// Notes the hook of a verified delivery (cheap: a set lookup).
+    pub fn saw(&self, delivery: &Delivery) {
+        let Some(spec) = HookSpec::of_delivery(delivery) else { return };
+        if self.known.lock().unwrap_or_else(PoisonError::into_inner).contains(&spec) {
+            return;
+        }
+        let mut unsaved = self.unsaved.lock().unwrap_or_else(PoisonError::into_inner);
+        if unsaved.len() < MAX_UNSAVED {
+            unsaved.insert(spec);
+        }
+    }
+
+    /// The hooks to write to the store now; they count as known after.
+    pub fn take_unsaved(&self) -> Vec<HookSpec> {
+        let taken = std::mem::take(&mut *self.unsaved.lock().unwrap_or_else(PoisonError::into_inner));
+        self.known.lock().unwrap_or_else(PoisonError::into_inner).extend(taken.iter().cloned());
+        taken.into_iter().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_and_print_back() {
+        for text in ["app", "org:acme:12", "repo:octo-org/hello.world:34"] {
+            assert_eq!(HookSpec::parse(text).expect(text).to_string(), text);
+        }
+        for bad in ["", "apps", "org:acme", "org:acme:x", "repo:acme:1", "repo:a/b/c:1", "org:a b:1", "user:x:1"] {
+            assert!(HookSpec::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        let list = parse_list("app, repo:o/r:1 org:o:2,app").expect("list");
+        assert_eq!(list.len(), 3, "{list:?}");
+    }
+}
