@@ -15,6 +15,7 @@ mod pooling;
 mod postgres_config;
 mod process;
 mod properties;
+mod recovery;
 mod rules;
 mod scale_out;
 mod store_safety;
