@@ -133,4 +133,35 @@ mod tests {
         let list = parse_list("app, repo:o/r:1 org:o:2,app").expect("list");
         assert_eq!(list.len(), 3, "{list:?}");
     }
+
+    fn delivery(target: &str, body: &str) -> Delivery {
+        let headers = crate::webhook::headers::GitHubHeaders {
+            event: crate::webhook::headers::EventName::parse("issues").expect("event"),
+            delivery_id: crate::delivery::DeliveryId::parse("d").expect("id"),
+            hook_id: Some("42".into()),
+            target_type: Some(target.into()),
+            target_id: Some("1".into()),
+        };
+        Delivery::from_verified(headers, crate::webhook::body::ContentKind::Json, bytes::Bytes::from(body.to_owned()))
+            .expect("valid")
+    }
+
+    #[test]
+    fn a_delivery_names_the_hook_it_came_from() {
+        let repo = delivery("repository", r#"{"repository":{"full_name":"octo/app"}}"#);
+        assert_eq!(HookSpec::of_delivery(&repo), Some(HookSpec::Repo { repo: "octo/app".into(), hook_id: 42 }));
+        let org = delivery("organization", r#"{"organization":{"login":"octo"}}"#);
+        assert_eq!(HookSpec::of_delivery(&org), Some(HookSpec::Org { org: "octo".into(), hook_id: 42 }));
+        assert_eq!(HookSpec::of_delivery(&delivery("integration", "{}")), Some(HookSpec::App));
+        assert_eq!(HookSpec::of_delivery(&delivery("business", "{}")), None);
+        // A name that could leave its path segment is not learned.
+        let odd = delivery("organization", r#"{"organization":{"login":"../x"}}"#);
+        assert_eq!(HookSpec::of_delivery(&odd), None);
+        let registry = HookRegistry::default();
+        registry.saw(&repo);
+        registry.saw(&repo);
+        assert_eq!(registry.take_unsaved().len(), 1);
+        registry.saw(&repo);
+        assert!(registry.take_unsaved().is_empty(), "known hooks are not written again");
+    }
 }
