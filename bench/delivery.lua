@@ -7,7 +7,9 @@ local body = io.open(os.getenv("BENCH_PAYLOAD"), "rb"):read("*a")
 local signature = os.getenv("BENCH_SIGNATURE")
 local event = os.getenv("BENCH_EVENT")
 local counter = 0
-local thread_tag = tostring(math.random(1, 1e9))
+-- LuaJIT's generator starts from a fixed seed: wrk processes run side by
+-- side (bench/run.sh's postgres×2) tell their ids apart by BENCH_TAG.
+local thread_tag = (os.getenv("BENCH_TAG") or "") .. tostring(math.random(1, 1e9))
 local head, tail
 
 function init(args)

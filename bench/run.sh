@@ -1,15 +1,27 @@
 #!/usr/bin/env bash
-# The receive-path benchmark: webhookd (in-memory store, then the durable
-# SQLite store) against a bare actix-web route that reads the body and answers
-# 202 (bench/floor.rs), built and run the same way: release build, server
-# pinned to CPU 0, wrk pinned to CPU 1 with 32 connections, every request a
-# fresh delivery id (bench/delivery.lua), runs alternated, medians printed with
-# ratios, plus the load generator's own CPU use (it must have some to spare),
-# idle and peak RSS, and an end-to-end run: time until a mock GitHub has one
-# API call per delivery, and how many TCP connections it accepted.
+# The receive-path benchmark: webhookd (in-memory store, the durable SQLite
+# store, the PostgreSQL store with one and with two instances) against a bare
+# actix-web route that reads the body and answers 202 (bench/floor.rs), built
+# and run the same way: release build, servers pinned to CPU 0, wrk pinned to
+# CPU 1 with 32 connections, every request a fresh delivery id
+# (bench/delivery.lua), runs alternated, medians printed with ratios, plus the
+# load generator's own CPU use (it must have some to spare), idle and peak
+# RSS, and an end-to-end run: time until a mock GitHub has one API call per
+# delivery, and how many TCP connections it accepted.
+#
+# PostgreSQL (BENCH_DATABASE_URL, a database the script may create databases
+# from) is the machine's own service, not pinned: it shares both cores with
+# the server and wrk. Every postgres measurement gets a fresh database
+# (bench_<random>, dropped after). postgres×2: two instances on the same
+# database, both on CPU 0 (the server side keeps one core), each loaded by its
+# own wrk with half the connections; rates are summed and the p99 is the
+# worse of the two (an upper bound of the combined p99: each side has at most
+# 1% of its answers above its own p99). Without an answering PostgreSQL the
+# postgres targets are skipped.
 #
 #   bench/run.sh                                   # 3 runs of 5 s per target and payload
 #   RUNS=5 DURATION=10 CONNECTIONS=64 bench/run.sh
+#   BENCH_DATABASE_URL=postgres://me@db:5432/postgres bench/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +32,8 @@ E2E_COUNT=${E2E_COUNT:-2000}
 GITHUB_CONCURRENCY=${GITHUB_CONCURRENCY:-10}
 PORT=${PORT:-18310}
 MOCK_PORT=${MOCK_PORT:-18311}
+PORT2=${PORT2:-18312}
+BENCH_DATABASE_URL=${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
 SECRET=bench-secret
 
 if ! command -v wrk >/dev/null 2>&1; then
@@ -29,7 +43,8 @@ fi
 cargo build --release --quiet --bin webhookd --example bench_floor --example bench_mock_github
 bin=$(realpath "${CARGO_TARGET_DIR:-target}")/release
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+db=
+trap 'kill $(jobs -p) 2>/dev/null || true; drop_db; rm -rf "$work"' EXIT
 
 server_cpu=() load_cpu=()
 if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
@@ -43,48 +58,119 @@ wait_port() {
 }
 rss_kb() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status"; }
 
-start_target() { # target -> pid in $pid
+# PostgreSQL: the URL shown without its password, the URL of another
+# database on the same server, and psql against the configured one.
+shown_url() { python3 -c 'import sys,urllib.parse as u;p=u.urlsplit(sys.argv[1]);print(u.urlunsplit(p._replace(netloc=p.netloc.replace(":"+p.password+"@",":***@") if p.password else p.netloc)))' "$1"; }
+db_url() { python3 -c 'import sys,urllib.parse as u;print(u.urlunsplit(u.urlsplit(sys.argv[1])._replace(path="/"+sys.argv[2])))' "$BENCH_DATABASE_URL" "$1"; }
+pg() { PGCONNECT_TIMEOUT=5 psql "$BENCH_DATABASE_URL" -X -q -A -t -v ON_ERROR_STOP=1 -c "$1"; }
+drop_db() { if [ -n "$db" ]; then pg "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null || true; db=; fi; }
+# CPU seconds used so far by the server processes of database $1 (its
+# backends; not the shared WAL writer and checkpointer).
+pg_cpu() {
+  python3 - "$1" <<'PY'
+import os, sys
+total = 0
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        cmd = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+        if cmd.startswith("postgres: ") and f" {sys.argv[1]} " in cmd:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    except OSError:
+        pass
+print(total / os.sysconf("SC_CLK_TCK"))
+PY
+}
+
+targets=(floor memory sqlite)
+if ! command -v psql >/dev/null 2>&1; then
+  echo "bench: no psql on this machine: the postgres targets are skipped" >&2
+elif pg_version=$(pg "SHOW server_version" 2>"$work/psql.err"); then
+  targets+=(postgres postgres×2)
+else
+  echo "bench: PostgreSQL at $(shown_url "$BENCH_DATABASE_URL") does not answer ($(head -n1 "$work/psql.err")): the postgres targets are skipped" >&2
+fi
+
+start_target() { # target -> pids in $pids, ports in $ports
   rm -rf "$work/data"
+  pids=() ports=("$PORT")
+  # The backlog a postgres run leaves is dropped with its database: no drain.
+  local store drain=30s
   case $1 in
     floor) (cd "$work" && exec "${server_cpu[@]}" "$bin/examples/bench_floor" "127.0.0.1:$PORT") >/dev/null 2>&1 & ;;
-    memory|sqlite)
-      local store=memory; [ "$1" = sqlite ] && store="sqlite:$work/data/webhookd.db"
-      (cd "$work" && WEBHOOKD_SECRET=$SECRET WEBHOOKD_LISTEN=127.0.0.1:$PORT WEBHOOKD_STORE=$store RUST_LOG=error \
-        exec "${server_cpu[@]}" "$bin/webhookd" serve) >/dev/null 2>&1 & ;;
+    memory) store=memory ;;
+    sqlite) store="sqlite:$work/data/webhookd.db" ;;
+    postgres*)
+      db=bench_$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')
+      pg "CREATE DATABASE $db" >/dev/null
+      store=$(db_url "$db") drain=1s
+      if [ "$1" = postgres×2 ]; then ports+=("$PORT2"); fi ;;
   esac
-  pid=$!
-  wait_port "$PORT"
+  local port
+  if [ "$1" = floor ]; then pids+=($!); else for port in "${ports[@]}"; do
+    (cd "$work" && WEBHOOKD_SECRET=$SECRET WEBHOOKD_LISTEN=127.0.0.1:$port WEBHOOKD_STORE=$store RUST_LOG=error \
+      WEBHOOKD_SHUTDOWN_TIMEOUT=$drain exec "${server_cpu[@]}" "$bin/webhookd" serve) >>"$work/server.log" 2>&1 &
+    pids+=($!)
+  done; fi
+  for port in "${ports[@]}"; do
+    wait_port "$port" || { tail -n5 "$work/server.log" >&2; return 1; }
+  done
 }
 
 measure() { # target event payload-file
   start_target "$1"
   sleep 0.3
-  local idle; idle=$(rss_kb "$pid" VmRSS)
-  local out="$work/wrk.out"
-  TIMEFORMAT='%U %S %R'
-  local cpu
-  cpu=$( { time BENCH_PAYLOAD=$3 BENCH_EVENT=$2 BENCH_SIGNATURE=$signature "${load_cpu[@]}" \
-      wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s bench/delivery.lua "http://127.0.0.1:$PORT/webhook" >"$out"; } 2>&1 )
-  local peak; peak=$(rss_kb "$pid" VmHWM)
-  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
-  python3 - "$out" "$1" "$2" "$idle" "$peak" "$cpu" >>"$work/results" <<'PY'
+  local pid idle=0 peak=0 rss
+  for pid in "${pids[@]}"; do rss=$(rss_kb "$pid" VmRSS); if [ "$rss" -gt "$idle" ]; then idle=$rss; fi; done
+  local pg_before=0
+  if [ -n "$db" ]; then pg_before=$(pg_cpu "$db"); fi
+  # One wrk per port, side by side, sharing CPU 1 and the connections.
+  local i wrks=() conns=$((CONNECTIONS / ${#ports[@]}))
+  for i in "${!ports[@]}"; do
+    ( TIMEFORMAT='%U %S %R'
+      { time BENCH_TAG="w$i-" BENCH_PAYLOAD=$3 BENCH_EVENT=$2 BENCH_SIGNATURE=$signature "${load_cpu[@]}" \
+          wrk -t1 -c"$conns" -d"${DURATION}s" --latency -s bench/delivery.lua "http://127.0.0.1:${ports[$i]}/webhook" \
+          >"$work/wrk.$i.out"; } 2>"$work/wrk.$i.cpu" ) &
+    wrks+=($!)
+  done
+  wait "${wrks[@]}"
+  local pg_used=0 stored=-1
+  if [ -n "$db" ]; then
+    pg_used=$(python3 -c "import sys;print(float(sys.argv[2])-float(sys.argv[1]))" "$pg_before" "$(pg_cpu "$db")")
+  fi
+  for pid in "${pids[@]}"; do rss=$(rss_kb "$pid" VmHWM); if [ "$rss" -gt "$peak" ]; then peak=$rss; fi; done
+  kill -TERM "${pids[@]}"; wait "${pids[@]}" 2>/dev/null || true
+  if [ -n "$db" ]; then
+    stored=$(PGCONNECT_TIMEOUT=5 psql "$(db_url "$db")" -X -q -A -t -c "SELECT count(*) FROM webhookd_deliveries")
+    drop_db
+  fi
+  python3 - "$1" "$2" "$idle" "$peak" "$pg_used" "$stored" "$work"/wrk.[0-9].out >>"$work/results" <<'PY'
 import json, re, sys
-text = open(sys.argv[1]).read()
+target, event, idle, peak, pg_used, stored = sys.argv[1:7]
 # The latency distribution's line, not a "+/- Stdev" column ending in 99%.
 P99 = re.compile(r"^\s*99%\s+([\d.]+(?:us|ms|s))\s*$", re.M)
-if not P99.search(text):
-    sys.exit(f"no latency figures in wrk's output:\n{text}")
 def ms(value):
     n, unit = re.match(r"([\d.]+)(us|ms|s)", value).groups()
     return float(n) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
-rate = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-p99 = ms(P99.search(text).group(1))
-bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
-user, system, real = map(float, sys.argv[6].split())
-print(json.dumps({"target": sys.argv[2], "event": sys.argv[3], "rate": rate, "p99_ms": p99,
-                  "non_2xx": int(bad.group(1)) if bad else 0, "idle_rss_kb": int(sys.argv[4]),
-                  "peak_rss_kb": int(sys.argv[5]), "load_cpu": (user + system) / real}))
+rate = p99 = load_cpu = real = 0.0
+non_2xx = answered = 0
+for out in sys.argv[7:]:
+    text = open(out).read()
+    if not P99.search(text):
+        sys.exit(f"no latency figures in wrk's output:\n{text}")
+    user, system, wall = map(float, open(out[:-4] + ".cpu").read().split()[-3:])
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    rate += float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    p99 = max(p99, ms(P99.search(text).group(1)))
+    non_2xx += int(bad.group(1)) if bad else 0
+    answered += int(re.search(r"(\d+) requests in", text).group(1))
+    load_cpu += (user + system) / wall
+    real = max(real, wall)
+print(json.dumps({"target": target, "event": event, "rate": rate, "p99_ms": p99, "non_2xx": non_2xx,
+                  "idle_rss_kb": int(idle), "peak_rss_kb": int(peak), "load_cpu": load_cpu,
+                  "pg_cpu": float(pg_used) / real, "answered_2xx": answered - non_2xx, "stored": int(stored)}))
 PY
+  rm -f "$work"/wrk.*
 }
 
 for spec in push:push/payload.json pull_request:pull_request/opened.payload.json; do
@@ -92,7 +178,7 @@ for spec in push:push/payload.json pull_request:pull_request/opened.payload.json
   payload=$PWD/tests/fixtures/github-payloads/${spec#*:}
   signature="sha256=$(python3 -c "import hmac,hashlib,sys;print(hmac.new(b'$SECRET',open(sys.argv[1],'rb').read(),hashlib.sha256).hexdigest())" "$payload")"
   for run in $(seq "$RUNS"); do
-    for target in floor memory sqlite; do
+    for target in "${targets[@]}"; do
       echo "run $run/$RUNS: $target, $event" >&2
       measure "$target" "$event" "$payload"
     done
@@ -129,24 +215,42 @@ end=$(date +%s.%N)
 stats=$(python3 -c "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:$MOCK_PORT/_stats').read().decode())")
 kill -TERM "$e2e" "$mock"; wait "$e2e" "$mock" 2>/dev/null || true
 
-python3 - "$work/results" "$RUNS" "$DURATION" "$CONNECTIONS" "$start" "$end" "$stats" "$E2E_COUNT" "$GITHUB_CONCURRENCY" <<'PY'
+python3 - "$work/results" "$RUNS" "$DURATION" "$CONNECTIONS" "$start" "$end" "$stats" "$E2E_COUNT" "$GITHUB_CONCURRENCY" \
+  "${pg_version:-}" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-runs, duration, conns = sys.argv[2], sys.argv[3], sys.argv[4]
+runs, duration, conns, pg_version = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[10]
+targets = [t for t in ("floor", "memory", "sqlite", "postgres", "postgres×2") if any(x["target"] == t for x in rows)]
 print(f"\n{runs} alternated runs of {duration} s per target, {conns} connections, server on 1 core, wrk on another; medians")
-print(f"{'payload':<13} {'server':<8} {'deliveries/s':>13} {'x floor':>8} {'x memory':>9} {'p99 ms':>8} {'non-2xx':>8} {'idle RSS':>9} {'peak RSS':>9} {'wrk CPU':>8}")
+if pg_version:
+    print(f"PostgreSQL {pg_version}: a system service on the same machine, not pinned (it shares both cores with the "
+          f"server and wrk); a fresh database per measurement; postgres×2: two instances on one database, both on the "
+          f"server's core, each with {int(conns) // 2} connections from its own wrk, rates summed, p99 the worse of the two, "
+          f"RSS the larger; pg CPU: the bench database's backends, in cores")
+else:
+    print("PostgreSQL: not measured (no server answered)")
+print(f"{'payload':<13} {'server':<10} {'deliveries/s':>13} {'x floor':>8} {'x memory':>9} {'x sqlite':>9} {'p99 ms':>8} "
+      f"{'non-2xx':>8} {'idle RSS':>9} {'peak RSS':>9} {'wrk CPU':>8} {'pg CPU':>7}")
+short = []
 for event in ("push", "pull_request"):
     med = {}
-    for target in ("floor", "memory", "sqlite"):
+    for target in targets:
         r = [x for x in rows if x["event"] == event and x["target"] == target]
-        med[target] = {k: statistics.median(x[k] for x in r) for k in ("rate", "p99_ms", "idle_rss_kb", "peak_rss_kb", "load_cpu")}
+        med[target] = {k: statistics.median(x[k] for x in r)
+                       for k in ("rate", "p99_ms", "idle_rss_kb", "peak_rss_kb", "load_cpu", "pg_cpu")}
         med[target]["non_2xx"] = sum(x["non_2xx"] for x in r)
-    for target in ("floor", "memory", "sqlite"):
+        short += [(event, target, x["answered_2xx"], x["stored"]) for x in r if 0 <= x["stored"] < x["answered_2xx"]]
+    for target in targets:
         m = med[target]
-        vs_floor = m["rate"] / med["floor"]["rate"]
-        vs_memory = f"{m['rate'] / med['memory']['rate']:.2f}" if target == "sqlite" else ""
-        print(f"{event:<13} {target:<8} {m['rate']:>13.0f} {vs_floor:>8.2f} {vs_memory:>9} {m['p99_ms']:>8.2f} {m['non_2xx']:>8} "
-              f"{m['idle_rss_kb']/1024:>7.1f}MB {m['peak_rss_kb']/1024:>7.1f}MB {m['load_cpu']*100:>7.0f}%")
+        ratio = lambda base, shown: f"{m['rate'] / med[base]['rate']:.2f}" if target in shown else ""
+        pg_cpu = f"{m['pg_cpu'] * 100:>6.0f}%" if target.startswith("postgres") else ""
+        print(f"{event:<13} {target:<10} {m['rate']:>13.0f} {m['rate'] / med['floor']['rate']:>8.2f} "
+              f"{ratio('memory', ('sqlite', 'postgres', 'postgres×2')):>9} {ratio('sqlite', ('postgres', 'postgres×2')):>9} "
+              f"{m['p99_ms']:>8.2f} {m['non_2xx']:>8} "
+              f"{m['idle_rss_kb']/1024:>7.1f}MB {m['peak_rss_kb']/1024:>7.1f}MB {m['load_cpu']*100:>7.0f}% {pg_cpu:>7}")
+if pg_version:
+    print("every 2xx answer had its row in the database" if not short else
+          "FEWER ROWS THAN 2xx ANSWERS (duplicate ids?): " + "; ".join(f"{e} {t}: {a} answered, {s} stored" for e, t, a, s in short))
 stats = json.loads(sys.argv[7])
 elapsed = float(sys.argv[6]) - float(sys.argv[5])
 print(f"\nend to end: {sys.argv[8]} issues deliveries, one GitHub API call each: {elapsed:.2f} s until the mock had them all "
