@@ -21,8 +21,15 @@ const MAX_BATCH: usize = 256;
 /// Body bytes in one INSERT at most: far below PostgreSQL's 1 GiB message
 /// limit, whatever `WEBHOOKD_BODY_MEMORY` lets in at once.
 const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
-/// Batches in flight at once.
-pub(super) const INSERTERS: usize = 4;
+/// Batches in flight at once: two, so one fills while the other commits.
+/// Fewer, larger batches cost the server less per delivery (`push` at 32
+/// connections: +15% deliveries/s and -20% server CPU per delivery against
+/// four; one no better than two, eight no better than four).
+pub(super) const INSERTERS: usize = 2;
+/// Deliveries waiting for an inserter at most; more wait to be let in. The
+/// channel allocates every slot up front: sized by the queue's capacity
+/// (65 536), it was 23 MB of idle RSS.
+pub(super) const WAITING: usize = MAX_BATCH * INSERTERS * 2;
 /// Longest wait for a commit before answering 503: the commit may still
 /// land, and GitHub's redelivery is then answered `duplicate`.
 const INSERT_TIMEOUT: Duration = Duration::from_secs(5);

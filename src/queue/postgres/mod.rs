@@ -176,7 +176,7 @@ impl PostgresQueue {
             started: Instant::now(),
             pause_listener: Mutex::new(None),
         });
-        let (inserts, rx) = async_channel::bounded(shared.options.capacity.clamp(1, 65_536));
+        let (inserts, rx) = async_channel::bounded(inserter::WAITING);
         let mut tasks = Vec::new();
         for _ in 0..inserter::INSERTERS {
             let owner = shared.owner.clone();
