@@ -65,8 +65,13 @@ pub(super) async fn recount(shared: Arc<Shared>) {
             }
             continue;
         }
+        let changes = shared.queued_changes.load(Ordering::SeqCst);
         match count_queued(&shared.pools.durable).await {
-            Ok(queued) => shared.queued.store(queued, Ordering::SeqCst),
+            // Only if nothing changed it here meanwhile: the next one will.
+            Ok(queued) if shared.queued_changes.load(Ordering::SeqCst) == changes => {
+                shared.queued.store(queued, Ordering::SeqCst);
+            }
+            Ok(_) => {}
             Err(e) => {
                 shared.health.failed(&e);
             }

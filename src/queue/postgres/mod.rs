@@ -94,6 +94,9 @@ pub(crate) struct Shared {
     /// Rows waiting in the shared queue, as last counted plus what this
     /// instance stored and claimed since.
     queued: AtomicUsize,
+    /// Local changes to `queued`: a recount that raced one is not stored
+    /// (it could undo a claim or an insert counted meanwhile).
+    queued_changes: AtomicUsize,
     /// Deliveries this instance holds: claim token to delivery id.
     in_flight: Mutex<HashMap<i64, String>>,
     /// Done and dead rows, as last counted (whole-table counts are not
@@ -169,6 +172,7 @@ impl PostgresQueue {
             health: Arc::new(Health::new(url.host())),
             wake: Notify::new(),
             queued: AtomicUsize::new(queued),
+            queued_changes: AtomicUsize::new(0),
             in_flight: Mutex::new(HashMap::new()),
             finished_counts: Mutex::new(None),
             last_lane: AtomicI64::new(i64::MIN),
@@ -226,6 +230,7 @@ impl PostgresQueue {
         let Some(row) = row else { return Ok(None) };
         let lane: i64 = row.try_get("lane")?;
         s.last_lane.store(lane, Ordering::SeqCst);
+        s.queued_changes.fetch_add(1, Ordering::SeqCst);
         let _ = s.queued.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| Some(n.saturating_sub(1)));
         let id: String = row.try_get("delivery_id")?;
         match restore(&row) {
@@ -487,6 +492,8 @@ impl DeliveryQueue for PostgresQueue {
         }
         match answer.await {
             Ok(Ok(true)) => {
+                self.shared.queued_changes.fetch_add(1, Ordering::SeqCst);
+                self.shared.queued_changes.fetch_add(1, Ordering::SeqCst);
                 self.shared.queued.fetch_add(1, Ordering::SeqCst);
                 Ok(Enqueued::Queued)
             }
@@ -570,6 +577,7 @@ impl DeliveryQueue for PostgresQueue {
             *self.shared.finished_counts.lock().unwrap_or_else(PoisonError::into_inner) = None;
         }
         if let (true, Settle::Again { wait_ms, pause, .. }) = (written, settle) {
+            self.shared.queued_changes.fetch_add(1, Ordering::SeqCst);
             self.shared.queued.fetch_add(1, Ordering::SeqCst);
             self.shared.due_in(Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0)));
             let fast = &self.shared.pools.fast;
