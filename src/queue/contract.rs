@@ -28,7 +28,7 @@ pub(super) fn delivery(id: &str) -> Delivery {
 }
 
 /// A delivery of GitHub App installation `installation`.
-fn delivery_of(id: &str, installation: u64) -> Delivery {
+pub(super) fn delivery_of(id: &str, installation: u64) -> Delivery {
     let headers = GitHubHeaders {
         event: EventName::parse("issues").expect("event"),
         delivery_id: DeliveryId::parse(id).expect("id"),

@@ -30,16 +30,9 @@ fn options(lease: Duration) -> PostgresOptions {
     }
 }
 
+/// A delivery of installation 1 (the contract tests' own).
 fn delivery(id: &str) -> Delivery {
-    let headers = GitHubHeaders {
-        event: EventName::parse("issues").expect("event"),
-        delivery_id: DeliveryId::parse(id).expect("id"),
-        hook_id: None,
-        target_type: None,
-        target_id: None,
-    };
-    let body = Bytes::from(r#"{"action":"opened","installation":{"id":1}}"#);
-    Delivery::from_verified(headers, ContentKind::Json, body).expect("valid")
+    crate::queue::contract::delivery_of(id, 1)
 }
 
 async fn next(queue: &PostgresQueue) -> Delivery {
