@@ -26,6 +26,7 @@ pub mod retry;
 pub mod rules;
 pub mod run;
 pub mod send;
+pub mod shutdown;
 pub mod startup;
 pub mod systemd;
 pub mod telemetry;

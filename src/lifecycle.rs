@@ -1,5 +1,5 @@
 //! Process signals. SIGTERM and SIGINT both start the drain; the sequence
-//! itself is `startup::Application::run_until_stopped`.
+//! itself is `shutdown`.
 //!
 //! Handlers are installed before the daemon announces itself: a signal that
 //! arrives early must start a drain, not kill the process by default action.

@@ -2,11 +2,11 @@
 //! Each part checks what it reads before it swaps; a broken file is refused
 //! with a log line and the old version stays in force.
 
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
 use crate::config::{self, Env};
 use crate::rules::RulesHandler;
-use crate::webhook::signature::SignatureVerifier;
+use crate::webhook::signature::{SharedVerifier, SignatureVerifier};
 
 /// Something SIGHUP re-reads.
 pub trait Reloadable: Send + Sync {
@@ -16,21 +16,6 @@ pub trait Reloadable: Send + Sync {
     fn reload(&self, env: &Env) -> Result<String, String>;
 }
 
-/// The webhook secrets, swappable while requests verify against them.
-#[derive(Debug)]
-pub struct SharedVerifier(RwLock<Arc<SignatureVerifier>>);
-
-impl SharedVerifier {
-    pub fn new(verifier: SignatureVerifier) -> Self {
-        Self(RwLock::new(Arc::new(verifier)))
-    }
-
-    /// The verifier in force.
-    pub fn current(&self) -> Arc<SignatureVerifier> {
-        self.0.read().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-}
-
 impl Reloadable for SharedVerifier {
     fn name(&self) -> &'static str {
         "webhook secrets"
@@ -38,7 +23,7 @@ impl Reloadable for SharedVerifier {
 
     fn reload(&self, env: &Env) -> Result<String, String> {
         let secrets = config::webhook_secrets(env).map_err(|e| e.to_string())?;
-        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(SignatureVerifier::new(&secrets));
+        self.replace(SignatureVerifier::new(&secrets));
         Ok(format!("{} secrets", secrets.len()))
     }
 }

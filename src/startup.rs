@@ -1,26 +1,15 @@
-//! Building the daemon and running it until told to stop.
+//! Building the daemon and serving until told to stop.
 //!
 //! Shared resources (queue, metrics, the one GitHub client, the handler) are
-//! built once here and handed out by reference count. Shutdown is an explicit,
-//! awaited sequence, never left to `Drop`:
-//! 1. readiness off: `/readyz` and new deliveries answer 503 (the listener
-//!    stays open meanwhile, so senders get an actionable answer); systemd is
-//!    told STOPPING=1;
-//! 2. the queue closes and the workers drain it, up to the shutdown timeout;
-//! 3. the HTTP server stops. With socket activation it stops first, before
-//!    step 2: the socket outlives the process and queues connections for the
-//!    next instance, so closing early refuses nothing;
-//! 4. the store flushes and closes (a durable store keeps what is unfinished
-//!    for the next start);
-//! 5. the workers are gone, so the last reference to the GitHub client is
-//!    here: it is dropped, closing its pooled connections.
+//! built once here and handed out by reference count. The stop itself is
+//! `shutdown`'s ordered, awaited sequence.
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::{Server, ServerHandle};
+use actix_web::dev::Server;
 use actix_web::web;
 use anyhow::Context;
 
@@ -30,18 +19,11 @@ use crate::github::GitHub;
 use crate::handler::Handler;
 use crate::http::{self, HttpLimits, HttpState, Readiness};
 use crate::queue::{self, DeliveryQueue, StoreError};
-use crate::reload::{Reloadable, SharedVerifier};
+use crate::reload::Reloadable;
+use crate::shutdown::{StopReport, StopServer, Stopping};
 use crate::telemetry::metrics::Metrics;
-use crate::webhook::signature::SignatureVerifier;
+use crate::webhook::signature::{SharedVerifier, SignatureVerifier};
 use crate::worker::{WorkerContext, WorkerPool};
-
-/// How long already-accepted connections get to reach a worker between
-/// pausing the accept loop and stopping the server.
-const ACCEPTED_SETTLE: Duration = Duration::from_millis(100);
-/// Longest wait for the HTTP server to answer a pause command.
-const SERVER_COMMAND_LIMIT: Duration = Duration::from_secs(2);
-/// How often finished deliveries older than the retention are deleted.
-const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
 pub struct Application {
     local_addr: SocketAddr,
@@ -82,23 +64,6 @@ impl StartError {
             Self::Store(_) => 2,
             Self::Other(_) => 1,
         }
-    }
-}
-
-/// How the daemon stopped.
-#[derive(Debug)]
-pub struct StopReport {
-    /// Deliveries answered 2xx that the drain timeout left unprocessed and
-    /// that are lost (held only in memory).
-    pub abandoned: Vec<String>,
-    /// Deliveries left queued in the durable store for the next start.
-    pub kept: usize,
-}
-
-impl StopReport {
-    /// Exit code per the contract: 0 when everything acknowledged was processed.
-    pub fn exit_code(&self) -> u8 {
-        if self.abandoned.is_empty() { 0 } else { 1 }
     }
 }
 
@@ -206,7 +171,7 @@ impl Application {
             store = queue.describe(),
             "webhookd started"
         );
-        let pruning = tokio::spawn(prune_periodically(queue.clone(), settings.retention));
+        let pruning = tokio::spawn(queue::prune_periodically(queue.clone(), settings.retention));
         let recovering = match crate::recovery::disabled_because(&settings.recovery, &github) {
             Some(why) => {
                 tracing::info!(because = why, "recovery of failed GitHub deliveries is off");
@@ -289,153 +254,23 @@ impl Application {
         // Background work stops first. An aborted task is dropped by the
         // runtime later: wait, so it no longer holds the store (or the GitHub
         // client) when those are shut down.
-        for task in std::iter::once(pruning).chain(recovering) {
+        for task in [Some(pruning), recovering, reloading].into_iter().flatten() {
             task.abort();
             let _ = task.await;
         }
-        if let Some(reloading) = reloading {
-            reloading.abort();
-            let _ = reloading.await;
-        }
-        if let Some(result) = server_failed {
-            crate::systemd::notify_stopping();
-            // The same drain as a requested stop: what cannot finish is
-            // reported (and, with the durable store, kept).
-            drain(workers, queue.as_ref(), &readiness, shutdown_timeout).await;
-            supervising.abort();
-            let _ = supervising.await;
-            queue.shutdown().await;
-            close_github(github);
-            return match result {
-                Ok(Ok(())) => Err(anyhow::anyhow!("the HTTP server stopped unexpectedly")),
-                Ok(Err(e)) => Err(anyhow::Error::new(e).context("the HTTP server failed")),
-                Err(e) => Err(anyhow::Error::new(e).context("the HTTP server task failed")),
-            };
-        }
-        crate::systemd::notify_stopping();
-        let extending = tokio::spawn(extend_while_progressing(metrics.clone()));
-        let report = if socket_activated {
-            // Connections arriving now wait in the socket's backlog for the
-            // next instance instead of being refused.
-            stop_server(handle, serving).await;
-            drain(workers, queue.as_ref(), &readiness, shutdown_timeout).await
-        } else {
-            let report = drain(workers, queue.as_ref(), &readiness, shutdown_timeout).await;
-            stop_server(handle, serving).await;
-            report
-        };
-        extending.abort();
-        supervising.abort();
-        let _ = supervising.await;
-        queue.shutdown().await;
-        tracing::info!(store = queue.describe(), "store closed");
-        close_github(github);
-        Ok(report)
-    }
-}
-
-/// Steps 1 and 2: refuse new deliveries, let the workers finish what is due.
-async fn drain(workers: WorkerPool, queue: &dyn DeliveryQueue, readiness: &Readiness, timeout: Duration) -> StopReport {
-    readiness.start_draining();
-    queue.close();
-    tracing::info!(
-        queued = queue.depth(),
-        timeout_secs = timeout.as_secs(),
-        "draining: readiness off, new deliveries refused"
-    );
-    let drained = workers.drain(timeout).await;
-    let left = queue.abandon(&drained.interrupted).await;
-    let abandoned: Vec<String> = left.lost.iter().map(ToString::to_string).collect();
-    if !abandoned.is_empty() {
-        tracing::error!(
-            lost = abandoned.len(),
-            deliveries = ?abandoned,
-            "drain timeout (WEBHOOKD_SHUTDOWN_TIMEOUT) passed: these accepted deliveries were not processed and are lost"
-        );
-    } else if !drained.interrupted.is_empty() {
-        tracing::warn!(
-            interrupted = drained.interrupted.len(),
-            kept = left.kept,
-            "drain timeout (WEBHOOKD_SHUTDOWN_TIMEOUT) passed: unfinished deliveries stay queued in the store for the next start"
-        );
-    } else if left.kept > 0 {
-        tracing::info!(
-            kept = left.kept,
-            "queue drained of due deliveries; retries scheduled later stay queued in the store"
-        );
-    } else {
-        tracing::info!("queue drained: every accepted delivery was processed; workers stopped");
-    }
-    StopReport { abandoned, kept: left.kept }
-}
-
-/// While the drain makes progress, asks systemd for more time than
-/// `TimeoutStopSec`, so a long but moving drain is not killed.
-async fn extend_while_progressing(metrics: Arc<Metrics>) {
-    let finished = |m: &Metrics| {
-        let t = &m.totals;
-        t.ok.load(std::sync::atomic::Ordering::Relaxed)
-            + t.retried.load(std::sync::atomic::Ordering::Relaxed)
-            + t.failed.load(std::sync::atomic::Ordering::Relaxed)
-    };
-    let mut last = finished(&metrics);
-    let mut every = tokio::time::interval(crate::systemd::DRAIN_EXTENSION / 2);
-    loop {
-        every.tick().await;
-        let now = finished(&metrics);
-        if now != last {
-            crate::systemd::notify_extend_timeout(crate::systemd::DRAIN_EXTENSION);
-            last = now;
-        }
-    }
-}
-
-/// Deletes finished deliveries past the retention, now and every hour.
-async fn prune_periodically(queue: Arc<dyn DeliveryQueue>, retention: Duration) {
-    let mut every = tokio::time::interval(PRUNE_INTERVAL);
-    loop {
-        every.tick().await;
-        let pruned = queue.prune(retention).await;
-        if pruned > 0 {
-            tracing::info!(pruned, "finished deliveries past the retention deleted");
-        }
-    }
-}
-
-/// Step 3: close the listener and wait for in-flight requests.
-async fn stop_server(handle: ServerHandle, serving: tokio::task::JoinHandle<std::io::Result<()>>) {
-    // Stop accepting first, then let connections the accept thread has just
-    // taken reach their worker: stopping at once can close a worker before it
-    // picks up a connection handed to it a moment earlier, resetting it.
-    if tokio::time::timeout(SERVER_COMMAND_LIMIT, handle.pause()).await.is_err() {
-        tracing::warn!("pausing the HTTP server did not complete; stopping it anyway");
-    }
-    tokio::time::sleep(ACCEPTED_SETTLE).await;
-    // The graceful stop itself is bounded by `http::GRACEFUL_STOP`; this is a
-    // guard so that shutdown always proceeds to the store and the client.
-    if tokio::time::timeout(SERVER_COMMAND_LIMIT + Duration::from_secs(5), handle.stop(true)).await.is_err() {
-        tracing::warn!("the HTTP server did not stop in time; going on with the shutdown");
-    }
-    let Ok(served) = tokio::time::timeout(SERVER_COMMAND_LIMIT, serving).await else {
-        tracing::warn!("the HTTP server task did not end in time");
-        return;
-    };
-    match served {
-        Ok(Ok(())) => tracing::info!("HTTP server stopped"),
-        Ok(Err(e)) => tracing::error!(error = %e, "HTTP server stopped with an error"),
-        Err(e) => tracing::error!(error = %e, "HTTP server task failed"),
-    }
-}
-
-/// Step 4: drop the last reference to the GitHub client.
-fn close_github(github: Arc<GitHub>) {
-    match Arc::try_unwrap(github) {
-        Ok(client) => {
-            drop(client);
-            tracing::info!("GitHub client dropped: pooled connections closed");
-        }
-        Err(shared) => {
-            tracing::warn!(references = Arc::strong_count(&shared), "GitHub client still referenced at shutdown");
+        let stopping = Stopping { workers, queue, github, readiness, metrics, shutdown_timeout, supervising };
+        match server_failed {
+            None => Ok(stopping.run(StopServer { handle, serving, socket_activated }).await),
+            Some(result) => {
+                // The same drain as a requested stop: what cannot finish is
+                // reported (and, with the durable store, kept).
+                stopping.after_server_ended().await;
+                match result {
+                    Ok(Ok(())) => Err(anyhow::anyhow!("the HTTP server stopped unexpectedly")),
+                    Ok(Err(e)) => Err(anyhow::Error::new(e).context("the HTTP server failed")),
+                    Err(e) => Err(anyhow::Error::new(e).context("the HTTP server task failed")),
+                }
+            }
         }
     }
 }

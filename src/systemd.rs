@@ -120,3 +120,22 @@ pub async fn supervise(
         }
     }
 }
+
+/// While the drain makes progress, asks systemd for more time than
+/// `TimeoutStopSec`, so a long but moving drain is not killed.
+pub async fn extend_while_progressing(metrics: Arc<Metrics>) {
+    let finished = |m: &Metrics| {
+        let t = &m.totals;
+        t.ok.load(Ordering::Relaxed) + t.retried.load(Ordering::Relaxed) + t.failed.load(Ordering::Relaxed)
+    };
+    let mut last = finished(&metrics);
+    let mut every = tokio::time::interval(DRAIN_EXTENSION / 2);
+    loop {
+        every.tick().await;
+        let now = finished(&metrics);
+        if now != last {
+            notify_extend_timeout(DRAIN_EXTENSION);
+            last = now;
+        }
+    }
+}

@@ -3,7 +3,9 @@
 //! reported, each naming its variable, so `webhookd check` can list them all.
 
 mod env;
+mod github;
 mod parse;
+mod recovery;
 mod secrets;
 mod store;
 
@@ -13,14 +15,18 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::SecretString;
-use url::Url;
 
 pub use env::{DEFAULT_ENV_FILE, Env};
+pub use github::{
+    ClientRetry, DEFAULT_GITHUB_CACHE_BYTES, GitHubCredential, GitHubSettings, GitHubTrust, MAX_GITHUB_CACHE_BYTES,
+    anchors_from_pem,
+};
 pub use parse::webhook_secrets;
 use parse::{
-    default_workers, duration_in, parse_api_url, parse_in_range, parse_listen, parse_log_filter, parse_log_format,
-    parse_rules, parse_store, read_credential, seconds_in,
+    default_workers, duration_in, parse_in_range, parse_listen, parse_log_filter, parse_log_format, parse_rules,
+    parse_store, seconds_in,
 };
+pub use recovery::{HookSpec, MAX_RECOVERY_HOOKS, RecoverySettings};
 pub use store::PostgresUrl;
 
 /// How long a PostgreSQL claim lasts without renewal (`WEBHOOKD_LEASE`).
@@ -125,103 +131,6 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// How GitHub API calls are authenticated.
-pub enum GitHubCredential {
-    /// A personal access token or any bearer token.
-    Token(SecretString),
-    /// A GitHub App: JWTs signed with its private key, exchanged for
-    /// installation tokens.
-    App { app_id: u64, key: jsonwebtoken::EncodingKey },
-}
-
-impl fmt::Debug for GitHubCredential {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Token(_) => f.write_str("Token([REDACTED])"),
-            Self::App { app_id, .. } => write!(f, "App {{ app_id: {app_id}, key: [REDACTED] }}"),
-        }
-    }
-}
-
-/// Default `WEBHOOKD_GITHUB_CACHE_BYTES`: 64 MiB of cached GET answers.
-pub const DEFAULT_GITHUB_CACHE_BYTES: usize = 64 * 1024 * 1024;
-/// Largest `WEBHOOKD_GITHUB_CACHE_BYTES`: 1 GiB.
-pub const MAX_GITHUB_CACHE_BYTES: usize = 1024 * 1024 * 1024;
-
-/// Whom the GitHub client (and `forward`) trusts besides the bundled web PKI roots.
-#[derive(Debug, Clone, Default)]
-pub struct GitHubTrust {
-    /// `SSL_CERT_FILE`, the system bundle other tools honour; unset: the
-    /// distribution's usual bundle file.
-    pub ssl_cert_file: Option<String>,
-    /// `WEBHOOKD_GITHUB_CA_FILE`, resolved, and its certificates.
-    pub ca_file: Option<PathBuf>,
-    pub extra_anchors: Vec<reqwest::Certificate>,
-}
-
-/// Recovery of deliveries GitHub failed to make (`WEBHOOKD_RECOVERY*`).
-#[derive(Debug, Clone)]
-pub struct RecoverySettings {
-    pub enabled: bool,
-    pub interval: Duration,
-    /// How far back a hook is read the first time.
-    pub window: Duration,
-    /// Hooks named in `WEBHOOKD_RECOVERY_HOOKS`, besides the App's own and
-    /// those learned from deliveries.
-    pub hooks: Vec<crate::recovery::HookSpec>,
-}
-
-/// Most hooks `WEBHOOKD_RECOVERY_HOOKS` may name: each costs requests every pass.
-pub const MAX_RECOVERY_HOOKS: usize = 100;
-
-#[derive(Debug)]
-pub struct GitHubSettings {
-    pub api_url: Url,
-    /// `None` means dry run: calls are logged, not sent.
-    pub credential: Option<GitHubCredential>,
-    pub concurrency: usize,
-    pub write_interval: Duration,
-    /// How long one request may take, answer included.
-    pub request_timeout: Duration,
-    pub retry: ClientRetry,
-    /// Bytes of cached GET answers kept at most (`WEBHOOKD_GITHUB_CACHE_BYTES`; 0 disables the cache).
-    pub cache_bytes: usize,
-    pub trust: GitHubTrust,
-}
-
-impl Default for GitHubSettings {
-    /// The defaults of every setting, dry run (for tests and tools).
-    fn default() -> Self {
-        Self {
-            api_url: Url::parse("https://api.github.com").unwrap_or_else(|_| unreachable!("a valid literal URL")),
-            credential: None,
-            concurrency: 10,
-            write_interval: Duration::from_secs(1),
-            request_timeout: Duration::from_secs(30),
-            retry: ClientRetry::default(),
-            cache_bytes: DEFAULT_GITHUB_CACHE_BYTES,
-            trust: GitHubTrust::default(),
-        }
-    }
-}
-
-/// How the client retries one request before the delivery's own retry takes over.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientRetry {
-    /// Tries of one request, the first included.
-    pub attempts: u32,
-    /// Backoff step of the first retry; doubles each time, full jitter.
-    pub base: Duration,
-    /// Time one request may spend retrying and waiting on rate limits, in all.
-    pub budget: Duration,
-}
-
-impl Default for ClientRetry {
-    fn default() -> Self {
-        Self { attempts: 4, base: Duration::from_millis(500), budget: Duration::from_secs(30) }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -279,19 +188,7 @@ impl Settings {
 
         let listen = keep(e, parse_listen(env));
         let secrets = keep(e, webhook_secrets(env));
-        let credential = keep(e, read_credential(env));
-        let api_url = keep(e, parse_api_url(env));
-        let concurrency =
-            keep(e, parse_in_range(env, "WEBHOOKD_GITHUB_CONCURRENCY", 10_usize, 1..=MAX_GITHUB_CONCURRENCY));
-        let write_interval =
-            keep(e, duration_in(env, "WEBHOOKD_GITHUB_WRITE_INTERVAL", Duration::from_secs(1), ranges::WRITE_INTERVAL));
-        let request_timeout =
-            keep(e, duration_in(env, "WEBHOOKD_GITHUB_TIMEOUT", Duration::from_secs(30), ranges::GITHUB_TIMEOUT));
-        let cache_bytes = keep(
-            e,
-            parse_in_range(env, "WEBHOOKD_GITHUB_CACHE_BYTES", DEFAULT_GITHUB_CACHE_BYTES, 0..=MAX_GITHUB_CACHE_BYTES),
-        );
-        let trust = keep(e, parse_trust(env));
+        let github = github::github_settings(env, e);
         let workers =
             keep(e, parse_in_range(env, "WEBHOOKD_WORKERS", default_workers().min(MAX_WORKERS), 1..=MAX_WORKERS));
         let store = keep(e, parse_store(env));
@@ -313,173 +210,56 @@ impl Settings {
             e,
             parse_in_range(env, "WEBHOOKD_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, 1..=MAX_CONNECTIONS_LIMIT),
         );
-        let body_memory = keep(
-            e,
-            parse_in_range(env, "WEBHOOKD_BODY_MEMORY", DEFAULT_BODY_MEMORY_BYTES, 1..=MAX_BODY_MEMORY_BYTES).and_then(
-                |bytes| match max_body {
-                    Some(max_body) if bytes < max_body => Err(ConfigError::invalid(
-                        "WEBHOOKD_BODY_MEMORY",
-                        format!(
-                            "must be at least WEBHOOKD_MAX_BODY ({max_body}), or no body that large fits; got {bytes}"
-                        ),
-                    )),
-                    _ => Ok(bytes),
-                },
-            ),
-        );
+        let body_memory = keep(e, parse_body_memory(env, max_body));
         let shutdown_timeout =
             keep(e, seconds_in(env, "WEBHOOKD_SHUTDOWN_TIMEOUT", Duration::from_secs(30), ranges::SHUTDOWN_TIMEOUT));
         let stall_timeout =
             keep(e, duration_in(env, "WEBHOOKD_STALL_TIMEOUT", Duration::from_secs(15 * 60), ranges::STALL_TIMEOUT));
         let lease = keep(e, duration_in(env, "WEBHOOKD_LEASE", DEFAULT_LEASE, ranges::LEASE));
-        let recovery = recovery_settings(env, e);
+        let recovery = recovery::recovery_settings(env, e);
         let rules = keep(e, parse_rules(env));
         let log_format = keep(e, parse_log_format(env));
         let log_filter = keep(e, parse_log_filter(env));
 
-        let (
-            Some(listen),
-            Some(secrets),
-            Some(credential),
-            Some(api_url),
-            Some(concurrency),
-            Some(write_interval),
-            Some(request_timeout),
-            Some(cache_bytes),
-            Some(trust),
-            Some(workers),
-            Some(store),
-            Some(queue_capacity),
-            Some(retention),
-            Some(max_attempts),
-            Some(retry_backoff),
-            Some(max_body),
-            Some(body_timeout),
-            Some(max_connections),
-            Some(body_memory),
-            Some(shutdown_timeout),
-            Some(stall_timeout),
-            Some(lease),
-            Some(recovery),
-            Some(rules),
-            Some(log_format),
-            Some(log_filter),
-        ) = (
-            listen,
-            secrets,
-            credential,
-            api_url,
-            concurrency,
-            write_interval,
-            request_timeout,
-            cache_bytes,
-            trust,
-            workers,
-            store,
-            queue_capacity,
-            retention,
-            max_attempts,
-            retry_backoff,
-            max_body,
-            body_timeout,
-            max_connections,
-            body_memory,
-            shutdown_timeout,
-            stall_timeout,
-            lease,
-            recovery,
-            rules,
-            log_format,
-            log_filter,
-        )
-        else {
-            return Err(ConfigErrors(errors));
-        };
-        Ok(Self {
-            listen,
-            secrets,
-            github: GitHubSettings {
-                api_url,
-                credential,
-                concurrency,
-                write_interval,
-                request_timeout,
-                retry: ClientRetry::default(),
-                cache_bytes,
-                trust,
-            },
-            workers,
-            queue_capacity,
-            store,
-            retention,
-            max_attempts,
-            retry_backoff,
-            max_body,
-            body_timeout,
-            max_connections,
-            body_memory,
-            shutdown_timeout,
-            stall_timeout,
-            lease,
-            recovery,
-            rules,
-            log_format,
-            log_filter,
-        })
+        // Each part is `None` exactly when its problem is in `errors`.
+        let settings = (|| {
+            Some(Self {
+                listen: listen?,
+                secrets: secrets?,
+                github: github?,
+                workers: workers?,
+                queue_capacity: queue_capacity?,
+                store: store?,
+                retention: retention?,
+                max_attempts: max_attempts?,
+                retry_backoff: retry_backoff?,
+                max_body: max_body?,
+                body_timeout: body_timeout?,
+                max_connections: max_connections?,
+                body_memory: body_memory?,
+                shutdown_timeout: shutdown_timeout?,
+                stall_timeout: stall_timeout?,
+                lease: lease?,
+                recovery: recovery?,
+                rules: rules?,
+                log_format: log_format?,
+                log_filter: log_filter?,
+            })
+        })();
+        settings.filter(|_| errors.is_empty()).ok_or(ConfigErrors(errors))
     }
 }
 
-/// `WEBHOOKD_GITHUB_CA_FILE` (a PEM bundle added to the trust; a relative
-/// name is also looked up in `$CREDENTIALS_DIRECTORY`) and `SSL_CERT_FILE`.
-fn parse_trust(env: &Env) -> Result<GitHubTrust, ConfigError> {
-    const VAR: &str = "WEBHOOKD_GITHUB_CA_FILE";
-    let (ca_file, extra_anchors) = match env.get(VAR) {
-        None => (None, Vec::new()),
-        Some(name) => {
-            let path = secrets::resolve(env, std::path::Path::new(name));
-            let pem = std::fs::read(&path)
-                .map_err(|e| ConfigError::invalid(VAR, format!("cannot read {}: {e}", path.display())))?;
-            let anchors = crate::github::anchors_from_pem(&pem).map_err(|reason| {
-                ConfigError::invalid(VAR, format!("{} is not a usable CA bundle: {reason}", path.display()))
-            })?;
-            (Some(path), anchors)
-        }
-    };
-    Ok(GitHubTrust { ssl_cert_file: env.get("SSL_CERT_FILE").map(str::to_owned), ca_file, extra_anchors })
-}
-
-/// `WEBHOOKD_RECOVERY` (on/off), `_INTERVAL`, `_WINDOW` and `_HOOKS`; each
-/// problem is added to `errors`, naming its variable.
-fn recovery_settings(env: &Env, errors: &mut Vec<ConfigError>) -> Option<RecoverySettings> {
-    let enabled = keep(
-        errors,
-        match env.get("WEBHOOKD_RECOVERY") {
-            None | Some("on") => Ok(true),
-            Some("off") => Ok(false),
-            Some(other) => Err(ConfigError::invalid("WEBHOOKD_RECOVERY", format!("expected on or off, got {other:?}"))),
-        },
-    );
-    let interval = keep(
-        errors,
-        duration_in(env, "WEBHOOKD_RECOVERY_INTERVAL", Duration::from_secs(300), ranges::RECOVERY_INTERVAL),
-    );
-    let window = keep(
-        errors,
-        duration_in(env, "WEBHOOKD_RECOVERY_WINDOW", *ranges::RECOVERY_WINDOW.end(), ranges::RECOVERY_WINDOW),
-    );
-    let hooks = keep(
-        errors,
-        crate::recovery::hooks::parse_list(env.get("WEBHOOKD_RECOVERY_HOOKS").unwrap_or_default())
-            .and_then(|hooks| {
-                if hooks.len() > MAX_RECOVERY_HOOKS {
-                    Err(format!("names {} hooks; at most {MAX_RECOVERY_HOOKS}", hooks.len()))
-                } else {
-                    Ok(hooks)
-                }
-            })
-            .map_err(|e| ConfigError::invalid("WEBHOOKD_RECOVERY_HOOKS", e)),
-    );
-    Some(RecoverySettings { enabled: enabled?, interval: interval?, window: window?, hooks: hooks? })
+/// `WEBHOOKD_BODY_MEMORY`: at least one largest body must fit.
+fn parse_body_memory(env: &Env, max_body: Option<usize>) -> Result<usize, ConfigError> {
+    let bytes = parse_in_range(env, "WEBHOOKD_BODY_MEMORY", DEFAULT_BODY_MEMORY_BYTES, 1..=MAX_BODY_MEMORY_BYTES)?;
+    match max_body {
+        Some(max_body) if bytes < max_body => Err(ConfigError::invalid(
+            "WEBHOOKD_BODY_MEMORY",
+            format!("must be at least WEBHOOKD_MAX_BODY ({max_body}), or no body that large fits; got {bytes}"),
+        )),
+        _ => Ok(bytes),
+    }
 }
 
 /// `WEBHOOKD_RETENTION`: how long finished deliveries are remembered.

@@ -203,6 +203,20 @@ impl GitHub {
     }
 
     /// True when no credential is configured and calls are only logged.
+    /// Drops the last reference to the client, closing its pooled
+    /// connections: the shutdown's last step, once every worker is gone.
+    pub fn close(client: Arc<Self>) {
+        match Arc::try_unwrap(client) {
+            Ok(client) => {
+                drop(client);
+                tracing::info!("GitHub client dropped: pooled connections closed");
+            }
+            Err(shared) => {
+                tracing::warn!(references = Arc::strong_count(&shared), "GitHub client still referenced at shutdown");
+            }
+        }
+    }
+
     pub fn is_dry_run(&self) -> bool {
         self.auth.is_none()
     }

@@ -41,5 +41,4 @@ pub use error::GitHubError;
 pub use forward::MAX_FORWARD_ANSWER_BYTES;
 pub use hooks::{DeliveriesPage, HookDelivery, HookTarget};
 pub use limits::PauseReason;
-pub use tls::anchors_from_pem;
 pub use wire::{ACCEPT_JSON as ACCEPT, API_VERSION, WEBHOOKD_AGENT as USER_AGENT};

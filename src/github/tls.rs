@@ -7,8 +7,7 @@
 
 use std::error::Error as StdError;
 
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
+use crate::config::anchors_from_pem;
 
 /// Where distributions keep the system trust bundle, in the order tried.
 const SYSTEM_BUNDLES: [&str; 4] = [
@@ -17,27 +16,6 @@ const SYSTEM_BUNDLES: [&str; 4] = [
     "/etc/ssl/ca-bundle.pem",
     "/etc/ssl/cert.pem",
 ];
-
-/// The certificates of a PEM bundle that can serve as trust anchors; `Err`
-/// when it holds none.
-pub fn anchors_from_pem(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, String> {
-    let mut anchors = Vec::new();
-    let mut store = rustls::RootCertStore::empty();
-    for der in CertificateDer::pem_slice_iter(pem) {
-        let der = der.map_err(|e| format!("not a PEM bundle: {e}"))?;
-        // Only what rustls accepts as an anchor: one odd certificate in a
-        // system bundle must not stop the client from being built.
-        if store.add(der.clone()).is_ok() {
-            if let Ok(cert) = reqwest::Certificate::from_der(der.as_ref()) {
-                anchors.push(cert);
-            }
-        }
-    }
-    if anchors.is_empty() {
-        return Err("it holds no usable PEM certificate".into());
-    }
-    Ok(anchors)
-}
 
 /// The system store's anchors: `SSL_CERT_FILE`, else the first bundle file
 /// found. A missing or unreadable store leaves the bundled roots alone.

@@ -11,8 +11,8 @@ use super::refusal_log::RefusalLog;
 use crate::config::Settings;
 use crate::github::CredentialAlarm;
 use crate::queue::DeliveryQueue;
-use crate::reload::SharedVerifier;
 use crate::telemetry::metrics::Metrics;
+use crate::webhook::signature::SharedVerifier;
 
 pub struct HttpState {
     pub verifier: Arc<SharedVerifier>,

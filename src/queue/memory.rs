@@ -159,7 +159,7 @@ impl DeliveryQueue for MemoryQueue {
             if !lingered {
                 // Under load, wake once per batch rather than once per delivery.
                 lingered = true;
-                tokio::time::sleep(super::sqlite::LINGER).await;
+                tokio::time::sleep(super::IDLE_LINGER).await;
                 continue;
             }
             match next_due {

@@ -18,6 +18,22 @@
 //!   backlog, credentials take turns (round-robin), oldest first within one.
 
 pub mod admin;
+
+/// How often finished deliveries older than the retention are deleted.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Deletes finished deliveries past the retention, now and every hour.
+pub async fn prune_periodically(queue: Arc<dyn DeliveryQueue>, retention: Duration) {
+    let mut every = tokio::time::interval(PRUNE_INTERVAL);
+    loop {
+        every.tick().await;
+        let pruned = queue.prune(retention).await;
+        if pruned > 0 {
+            tracing::info!(pruned, "finished deliveries past the retention deleted");
+        }
+    }
+}
+
 #[cfg(test)]
 mod contract;
 pub mod credentials;
@@ -43,6 +59,12 @@ pub use ledger::{LeaderGuard, RecoveryLedger, Requested, open_ledger};
 pub use memory::MemoryQueue;
 pub use postgres::{PostgresOptions, PostgresQueue};
 pub use sqlite::{SqliteOptions, SqliteQueue, StoreError};
+
+/// How long an idle worker waits for more work before parking, in the
+/// stores that hand work over in memory: under load a worker then wakes once
+/// per batch, not once per delivery. Delays processing, never the
+/// acknowledgement.
+const IDLE_LINGER: Duration = Duration::from_millis(1);
 
 /// What became of an accepted delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +133,13 @@ pub struct StateCounts {
     pub running: u64,
     pub done: u64,
     pub dead: u64,
+}
+
+impl StateCounts {
+    /// Each count beside its state's name, as metrics label them.
+    pub fn by_state(&self) -> [(&'static str, u64); 4] {
+        [("queued", self.queued), ("running", self.running), ("done", self.done), ("dead", self.dead)]
+    }
 }
 
 /// What a drain timeout left behind.

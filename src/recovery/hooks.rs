@@ -5,9 +5,9 @@
 //! `X-GitHub-Hook-Installation-Target-Type`).
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::sync::{Mutex, PoisonError};
 
+pub use crate::config::HookSpec;
 use crate::delivery::Delivery;
 use crate::github::HookTarget;
 
@@ -15,36 +15,8 @@ use crate::github::HookTarget;
 /// deliveries naming made-up hooks cannot grow memory.
 const MAX_UNSAVED: usize = 100;
 
-/// A watched hook, as written in `WEBHOOKD_RECOVERY_HOOKS` and in the store:
-/// `app`, `org:NAME:HOOK_ID` or `repo:OWNER/NAME:HOOK_ID`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum HookSpec {
-    App,
-    Org { org: String, hook_id: u64 },
-    Repo { repo: String, hook_id: u64 },
-}
-
+/// What recovery does with a hook named as `config::HookSpec` spells it.
 impl HookSpec {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let text = text.trim();
-        let bad = || format!("{text:?}: expected app, org:NAME:HOOK_ID or repo:OWNER/NAME:HOOK_ID");
-        if text == "app" {
-            return Ok(Self::App);
-        }
-        let (kind, rest) = text.split_once(':').ok_or_else(bad)?;
-        let (name, id) = rest.rsplit_once(':').ok_or_else(bad)?;
-        let hook_id: u64 = id.parse().map_err(|_| bad())?;
-        let word = |w: &str| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-        match kind {
-            "org" if word(name) => Ok(Self::Org { org: name.to_owned(), hook_id }),
-            "repo" => match name.split_once('/') {
-                Some((owner, repo)) if word(owner) && word(repo) => Ok(Self::Repo { repo: name.to_owned(), hook_id }),
-                _ => Err(bad()),
-            },
-            _ => Err(bad()),
-        }
-    }
-
     /// The hook a delivery came from, if recovery can watch it.
     pub fn of_delivery(delivery: &Delivery) -> Option<Self> {
         let headers = &delivery.headers;
@@ -69,25 +41,6 @@ impl HookSpec {
             Self::Repo { repo, hook_id } => HookTarget::Repo { repo: repo.clone(), hook_id: *hook_id },
         }
     }
-}
-
-impl fmt::Display for HookSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::App => f.write_str("app"),
-            Self::Org { org, hook_id } => write!(f, "org:{org}:{hook_id}"),
-            Self::Repo { repo, hook_id } => write!(f, "repo:{repo}:{hook_id}"),
-        }
-    }
-}
-
-/// Parses `WEBHOOKD_RECOVERY_HOOKS`: specs separated by commas or spaces.
-pub fn parse_list(text: &str) -> Result<Vec<HookSpec>, String> {
-    let mut specs = BTreeSet::new();
-    for part in text.split([',', ' ']).filter(|p| !p.trim().is_empty()) {
-        specs.insert(HookSpec::parse(part)?);
-    }
-    Ok(specs.into_iter().collect())
 }
 
 /// Hooks seen on deliveries since the last pass saved them.
@@ -121,18 +74,6 @@ impl HookRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn specs_parse_and_print_back() {
-        for text in ["app", "org:acme:12", "repo:octo-org/hello.world:34"] {
-            assert_eq!(HookSpec::parse(text).expect(text).to_string(), text);
-        }
-        for bad in ["", "apps", "org:acme", "org:acme:x", "repo:acme:1", "repo:a/b/c:1", "org:a b:1", "user:x:1"] {
-            assert!(HookSpec::parse(bad).is_err(), "{bad:?} accepted");
-        }
-        let list = parse_list("app, repo:o/r:1 org:o:2,app").expect("list");
-        assert_eq!(list.len(), 3, "{list:?}");
-    }
 
     fn delivery(target: &str, body: &str) -> Delivery {
         let headers = crate::webhook::headers::GitHubHeaders {

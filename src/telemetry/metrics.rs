@@ -9,8 +9,6 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::queue::StateCounts;
-
 /// Upper bounds of the processing-duration buckets, in seconds.
 const PROCESSING_BUCKETS_SECS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 /// Upper bounds of the store-commit latency buckets, in seconds.
@@ -264,12 +262,11 @@ impl Metrics {
         }
     }
 
-    /// Mirrors the queue's state into the gauges (at scrape time).
-    pub fn set_queue_state(&self, depth: usize, counts: StateCounts) {
+    /// Mirrors the queue's state into the gauges (at scrape time): its
+    /// depth, and the deliveries stored per state name.
+    pub fn set_queue_state(&self, depth: usize, by_state: &[(&str, u64)]) {
         self.queue_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));
-        for (state, n) in
-            [("queued", counts.queued), ("running", counts.running), ("done", counts.done), ("dead", counts.dead)]
-        {
+        for &(state, n) in by_state {
             self.deliveries_by_state.with_label_values(&[state]).set(i64::try_from(n).unwrap_or(i64::MAX));
         }
     }

@@ -3,6 +3,7 @@
 //! secret can be rotated without refusing deliveries.
 
 use std::fmt;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
@@ -106,6 +107,27 @@ fn keyed_mac(key: &[u8]) -> HmacSha256 {
         Ok(mac) => mac,
         // HMAC is defined for keys of every length; this arm cannot run.
         Err(_) => unreachable!("HMAC accepts keys of any length"),
+    }
+}
+
+/// The verifier in force, swapped whole when the secret files are re-read
+/// (SIGHUP) while requests go on verifying against the one they took.
+#[derive(Debug)]
+pub struct SharedVerifier(RwLock<Arc<SignatureVerifier>>);
+
+impl SharedVerifier {
+    pub fn new(verifier: SignatureVerifier) -> Self {
+        Self(RwLock::new(Arc::new(verifier)))
+    }
+
+    /// The verifier in force.
+    pub fn current(&self) -> Arc<SignatureVerifier> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Puts `verifier` in force for the requests that start from now on.
+    pub fn replace(&self, verifier: SignatureVerifier) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(verifier);
     }
 }
 

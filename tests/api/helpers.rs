@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use webhookd::config::{Env, Settings};
-use webhookd::startup::StopReport;
+use webhookd::shutdown::StopReport;
 use webhookd::telemetry::metrics::Metrics;
 use webhookd::webhook::signature;
 use webhookd::{Application, Delivery, GitHubApi, Handler, HandlerError};

@@ -63,10 +63,6 @@ const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// installation, under App auth); the ones no worker takes at once wait in
 /// memory, already `running` on disk (a crash requeues them like any other).
 const CLAIM_BATCH: usize = 32;
-/// How long an idle worker waits for more work before parking: under load it
-/// then wakes once per batch, not once per delivery. Delays processing, never
-/// the acknowledgement.
-pub(crate) const LINGER: Duration = Duration::from_millis(1);
 /// Tries to record one outcome before leaving it to crash recovery.
 const OUTCOME_TRIES: u32 = 5;
 /// Wait after the first failed try to record an outcome; doubles each time.
@@ -441,7 +437,7 @@ impl DeliveryQueue for SqliteQueue {
             }
             if !lingered {
                 lingered = true;
-                tokio::time::sleep(LINGER).await;
+                tokio::time::sleep(super::IDLE_LINGER).await;
                 continue;
             }
             tokio::select! {
