@@ -5,10 +5,11 @@
 //! `delivery` parse) → `queue` (bounded, deduplicated hand-off behind the
 //! `DeliveryQueue` trait) → `worker` (a pool running a `handler::Handler`) →
 //! `github` (the one shared API client). `startup` builds all of it from
-//! `config::Settings` and owns the shutdown sequence; `recovery` asks GitHub to
-//! redeliver what it failed to deliver; `lifecycle` turns signals
-//! into a stop; `telemetry` holds logging and metrics; `send` is the CLI's
-//! signed-delivery sender.
+//! `config::Settings`; `shutdown` owns the ordered stop; `recovery` asks GitHub
+//! to redeliver what it failed to deliver; `lifecycle` turns signals into a
+//! stop; `telemetry` holds logging and metrics; `send` is the CLI's
+//! signed-delivery sender. docs/architecture.md draws the module graph (one
+//! way, checked by a test).
 
 pub mod cli;
 pub mod commands;

@@ -3,10 +3,13 @@
 //! others still run. The rule set is swapped whole on reload; a delivery
 //! finishes on the rules it started with.
 //!
-//! No double effects: a delivery may run again after a failure (or a crash),
-//! so everything webhookd creates carries a mark (a hidden comment line, a
-//! check run's `external_id`), and a retried delivery looks for the mark
-//! before creating it again. Other actions set a state and are safe to repeat.
+//! No double effects where GitHub lets us tell: a delivery may run again
+//! after a failure (or a crash), so the comments and check runs webhookd
+//! creates carry a mark (a hidden comment line, a check run's
+//! `external_id`), and a retried delivery looks for the mark before creating
+//! them again. Labels, assignees, reviewers, open/closed and statuses set a
+//! state and are safe to repeat. `dispatch` and `forward` leave nothing to
+//! look for: a retry sends them again (at least once, as documented).
 //!
 //! A paused credential (a rate limit longer than a request may wait) stops
 //! the delivery at once: the actions left are not tried, and the whole

@@ -1,6 +1,7 @@
 //! One integration-test binary: each module starts the real application on a
 //! random port, against a mock GitHub API on loopback where GitHub is needed.
 
+mod architecture;
 mod client_scale;
 mod deliveries_postgres;
 mod durability;

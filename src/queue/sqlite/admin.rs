@@ -162,7 +162,7 @@ pub fn replay(conn: &Connection, delivery_ids: &[String]) -> Result<Vec<String>,
     Ok(missed)
 }
 
-/// Queues every dead delivery again; returns how many.
+/// Queues again every delivery in `state` (`dead`, `done`); returns how many.
 pub fn replay_state(conn: &Connection, state: &str) -> Result<usize, StoreError> {
     conn.execute(
         "UPDATE deliveries SET state = 'queued', attempts = 0, next_attempt_at = ?2, last_error = NULL,

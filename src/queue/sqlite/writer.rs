@@ -86,9 +86,10 @@ pub(super) enum ClaimFilter {
     Installation(Option<i64>),
 }
 
-// Inserts are most commands: boxing the large variant would add an
-// allocation to each, to save channel slot space.
-#[allow(clippy::large_enum_variant)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "inserts are most commands: boxing would add an allocation to each, to save channel slot space"
+)]
 pub(super) enum Op {
     Insert(NewRow),
     /// Up to `limit` due deliveries, oldest first.
