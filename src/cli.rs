@@ -128,6 +128,15 @@ pub struct SendArgs {
     /// Load mode: send for this long (e.g. 10s) instead of a count.
     #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "count")]
     pub duration: Option<std::time::Duration>,
+    /// Load mode: also wait until the daemon has processed what it accepted
+    /// (read from its /metrics, beside --url) and print the sustained rate:
+    /// deliveries accepted and processed per second.
+    #[arg(long)]
+    pub sustained: bool,
+    /// With --sustained: the longest wait, after the last answer, for the
+    /// accepted deliveries to be processed.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5m", requires = "sustained")]
+    pub drain_limit: std::time::Duration,
     /// Print the load figures as JSON.
     #[arg(long)]
     pub json: bool,

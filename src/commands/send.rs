@@ -62,8 +62,23 @@ fn load(
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let plan =
-        send::LoadPlan { count: args.count.unwrap_or(0), concurrency: args.concurrency, duration: args.duration };
+    let sustained = if args.sustained {
+        match send::metrics_url_beside(url) {
+            Ok(metrics_url) => Some(send::SustainedPlan { metrics_url, drain_limit: args.drain_limit }),
+            Err(e) => {
+                eprintln!("webhookd: {e:#}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    } else {
+        None
+    };
+    let plan = send::LoadPlan {
+        count: args.count.unwrap_or(0),
+        concurrency: args.concurrency,
+        duration: args.duration,
+        sustained,
+    };
     let report = match rt.block_on(send::load(secret, body, event, url, plan)) {
         Ok(report) => report,
         Err(e) => {
@@ -89,6 +104,27 @@ fn load(
             statuses.join(", "),
             if report.errors > 0 { format!(", no answer: {}", report.errors) } else { String::new() }
         );
+        if let Some(s) = &report.sustained {
+            match (s.seconds_until_processed, s.deliveries_per_second) {
+                (Some(seconds), Some(rate)) => out!(
+                    "sustained: {} accepted ({:.1}% refused), all processed {:.2} s after the first request: {:.0} deliveries/s accepted and processed ({} processed while sending)",
+                    s.accepted,
+                    s.refused_share * 100.0,
+                    seconds,
+                    rate,
+                    s.processed_while_sending
+                ),
+                _ => out!(
+                    "sustained: {} accepted ({:.1}% refused), NOT all processed within --drain-limit {}",
+                    s.accepted,
+                    s.refused_share * 100.0,
+                    humantime::format_duration(args.drain_limit)
+                ),
+            }
+        }
+    }
+    if report.sustained.as_ref().is_some_and(|s| s.seconds_until_processed.is_none()) {
+        return ExitCode::from(EXIT_RUNTIME);
     }
     if report.all_accepted() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_RUNTIME) }
 }

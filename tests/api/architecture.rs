@@ -186,7 +186,8 @@ fn the_module_graph_has_no_cycle_and_is_the_one_documented() {
 
 #[test]
 fn the_scanner_sees_grouped_uses_and_cycles() {
-    let used = used_modules("use crate::{config::{self, Env}, queue::X};\nfn f() { crate::github::go(); other_crate::x(); }");
+    let used =
+        used_modules("use crate::{config::{self, Env}, queue::X};\nfn f() { crate::github::go(); other_crate::x(); }");
     assert_eq!(used, BTreeSet::from(["config".to_owned(), "github".to_owned(), "queue".to_owned()]));
     let mut graph = Graph::new();
     graph.insert("a".into(), BTreeSet::from(["b".into()]));

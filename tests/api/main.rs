@@ -10,6 +10,7 @@ mod github;
 mod helpers;
 mod hostile;
 mod lifecycle;
+mod load;
 mod outbound;
 mod pg_proxy;
 mod pooling;

@@ -1,73 +1,18 @@
-//! `webhookd send`: posts a payload file as a GitHub delivery, signed with the
-//! configured secret and with a fresh delivery id, for testing a running
-//! daemon (or any webhook receiver) locally.
+//! `send --count N | --duration D`: many fresh deliveries from concurrent
+//! senders, with the answers' figures; with `--sustained`, also how long the
+//! daemon took to process what it accepted.
 
-use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
 use secrecy::SecretString;
 
+use super::{SEND_TIMEOUT, processed};
 use crate::webhook::headers::EventName;
 use crate::webhook::signature;
 
-/// How long `send` waits for an answer.
-const SEND_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// The answer to one sent delivery.
-#[derive(Debug)]
-pub struct Sent {
-    pub delivery_id: String,
-    pub status: u16,
-    pub body: String,
-}
-
-/// The default target: `http://$WEBHOOKD_LISTEN/webhook`, with a wildcard
-/// address replaced by loopback.
-pub fn default_url(listen: SocketAddr) -> String {
-    let mut addr = listen;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(if addr.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
-    }
-    format!("http://{addr}/webhook")
-}
-
-/// Reads `file`, signs it and posts it to `url` as event `event`.
-pub async fn send_file(secret: &SecretString, file: &Path, event: &EventName, url: &str) -> anyhow::Result<Sent> {
-    let body = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let delivery_id = uuid::Uuid::new_v4().to_string();
-    let client = reqwest::Client::builder().timeout(SEND_TIMEOUT).build().context("building the HTTP client")?;
-    let response = client
-        .post(url)
-        .header("Content-Type", "application/json")
-        .header("User-Agent", concat!("webhookd-send/", env!("CARGO_PKG_VERSION")))
-        .header("X-GitHub-Event", event.as_str())
-        .header("X-GitHub-Delivery", &delivery_id)
-        .header("X-Hub-Signature-256", signature::sign(secret, &body))
-        .body(body)
-        .send()
-        .await
-        .with_context(|| format!("cannot POST to {url}"))?;
-    let status = response.status().as_u16();
-    let body = response.text().await.unwrap_or_default();
-    Ok(Sent { delivery_id, status, body })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn default_url_targets_loopback_for_wildcard_listeners() {
-        assert_eq!(default_url("0.0.0.0:9000".parse().expect("addr")), "http://127.0.0.1:9000/webhook");
-        assert_eq!(default_url("127.0.0.1:8080".parse().expect("addr")), "http://127.0.0.1:8080/webhook");
-        assert_eq!(default_url("[::]:80".parse().expect("addr")), "http://[::1]:80/webhook");
-    }
-}
-
 /// How a load run is bounded.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LoadPlan {
     /// Deliveries to send in all (with no duration).
     pub count: u64,
@@ -75,6 +20,32 @@ pub struct LoadPlan {
     pub concurrency: usize,
     /// Send for this long instead of a count.
     pub duration: Option<Duration>,
+    /// Also measure how long the daemon takes to process what it accepted.
+    pub sustained: Option<SustainedPlan>,
+}
+
+/// Where to read the daemon's progress, and how long to wait for it.
+#[derive(Debug, Clone)]
+pub struct SustainedPlan {
+    pub metrics_url: String,
+    /// Longest wait, after the last answer, for the rest to be processed.
+    pub drain_limit: Duration,
+}
+
+/// The honest figure: deliveries accepted *and* processed per second.
+#[derive(Debug, serde::Serialize)]
+pub struct Sustained {
+    /// Deliveries answered 2xx.
+    pub accepted: u64,
+    /// Share of the answers that were not 2xx (mostly 503 `queue_full`).
+    pub refused_share: f64,
+    /// Deliveries the daemon finished while the senders were sending.
+    pub processed_while_sending: u64,
+    /// From the first request until every accepted delivery was finished;
+    /// `None` when the drain limit passed first.
+    pub seconds_until_processed: Option<f64>,
+    /// `accepted / seconds_until_processed`.
+    pub deliveries_per_second: Option<f64>,
 }
 
 /// What a load run measured.
@@ -88,6 +59,9 @@ pub struct LoadReport {
     pub status: std::collections::BTreeMap<u16, u64>,
     /// Requests that got no answer (connection errors, timeouts).
     pub errors: u64,
+    /// With `--sustained`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sustained: Option<Sustained>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -101,6 +75,11 @@ pub struct Percentiles {
 impl LoadReport {
     pub fn all_accepted(&self) -> bool {
         self.errors == 0 && self.status.keys().all(|s| (200..300).contains(s))
+    }
+
+    /// Answers with a 2xx status.
+    pub fn accepted(&self) -> u64 {
+        self.status.iter().filter(|(code, _)| (200..300).contains(*code)).map(|(_, n)| n).sum()
     }
 }
 
@@ -123,6 +102,10 @@ pub async fn load(
         .pool_max_idle_per_host(plan.concurrency)
         .build()
         .context("building the HTTP client")?;
+    let baseline = match &plan.sustained {
+        Some(sustained) => Some(processed::finished(&client, &sustained.metrics_url).await?),
+        None => None,
+    };
     let issued = Arc::new(AtomicU64::new(0));
     let started = std::time::Instant::now();
     let deadline = plan.duration.map(|d| started + d);
@@ -179,18 +162,37 @@ pub async fn load(
         errors += e;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let finished_sending = match (&plan.sustained, baseline) {
+        (Some(sustained), Some(_)) => Some(processed::finished(&client, &sustained.metrics_url).await?),
+        _ => None,
+    };
     latencies.sort_unstable();
     let at = |q: f64| {
         let index = ((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1);
         latencies.get(index).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     };
     let sent = latencies.len() as u64 + errors;
-    Ok(LoadReport {
+    let mut report = LoadReport {
         sent,
         seconds,
         deliveries_per_second: latencies.len() as f64 / seconds.max(f64::EPSILON),
         latency_ms: Percentiles { p50: at(0.50), p90: at(0.90), p99: at(0.99), max: at(1.0) },
         status,
         errors,
-    })
+        sustained: None,
+    };
+    if let (Some(sustained), Some(baseline), Some(at_end)) = (&plan.sustained, baseline, finished_sending) {
+        let accepted = report.accepted();
+        let done = processed::wait_for(&client, &sustained.metrics_url, baseline + accepted, sustained.drain_limit)
+            .await?
+            .map(|at| at.duration_since(started).as_secs_f64());
+        report.sustained = Some(Sustained {
+            accepted,
+            refused_share: 1.0 - accepted as f64 / sent.max(1) as f64,
+            processed_while_sending: at_end.saturating_sub(baseline),
+            seconds_until_processed: done,
+            deliveries_per_second: done.map(|s| accepted as f64 / s.max(f64::EPSILON)),
+        });
+    }
+    Ok(report)
 }
