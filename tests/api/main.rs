@@ -9,6 +9,7 @@ mod github;
 mod helpers;
 mod hostile;
 mod lifecycle;
+mod monitoring;
 mod outbound;
 mod pg_proxy;
 mod pooling;
