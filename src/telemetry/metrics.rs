@@ -79,6 +79,8 @@ pub struct Metrics {
     pub store_batch_size: Histogram,
     /// 1 while the store can write, 0 since a write failed (until one succeeds).
     pub store_writable: IntGauge,
+    /// 1 while `/readyz` would answer 200, 0 while it would answer 503; set at scrape.
+    pub ready: IntGauge,
 }
 
 impl Metrics {
@@ -211,6 +213,12 @@ impl Metrics {
         )
         .unwrap_or_else(|e| invalid("webhookd_store_writable", e));
         store_writable.set(1);
+        // 0 until the first scrape asks: a daemon not yet asked is not known ready.
+        let ready = IntGauge::new(
+            "webhookd_ready",
+            "1 while /readyz answers 200, 0 while it answers 503 (draining, store unwritable, GitHub refusing the App, queue full).",
+        )
+        .unwrap_or_else(|e| invalid("webhookd_ready", e));
         for metric in [
             Box::new(deliveries_by_state.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(github_pause_seconds.clone()),
@@ -219,6 +227,7 @@ impl Metrics {
             Box::new(store_commit_seconds.clone()),
             Box::new(store_batch_size.clone()),
             Box::new(store_writable.clone()),
+            Box::new(ready.clone()),
             Box::new(signature_failures.clone()),
             Box::new(recovery_missing.clone()),
             Box::new(handler_panics.clone()),
@@ -259,6 +268,7 @@ impl Metrics {
             store_commit_seconds,
             store_batch_size,
             store_writable,
+            ready,
         }
     }
 
@@ -314,6 +324,7 @@ mod tests {
             "webhookd_deliveries_processed_total{event=\"push\",outcome=\"ok\"} 1",
             "webhookd_signature_failures_total 0",
             "webhookd_queue_depth 0",
+            "webhookd_ready 0",
             "webhookd_processing_duration_seconds_bucket{event=\"push\"",
             "webhookd_github_requests_total{method=\"POST\",status=\"201\"} 1",
         ] {

@@ -11,6 +11,7 @@ mod helpers;
 mod hostile;
 mod lifecycle;
 mod load;
+mod monitoring;
 mod outbound;
 mod pg_proxy;
 mod pooling;

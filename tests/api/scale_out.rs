@@ -412,6 +412,11 @@ async fn readiness(http: &reqwest::Client, address: &str, status: u16) -> Value 
     }
 }
 
+async fn scrape(http: &reqwest::Client, address: &str) -> String {
+    let answer = http.get(format!("{address}/metrics")).send().await.expect("metrics");
+    answer.text().await.expect("metrics text")
+}
+
 #[tokio::test]
 async fn a_lost_database_refuses_deliveries_and_processing_resumes_by_itself_once_each() {
     const WORKERS: usize = 2;
@@ -461,6 +466,9 @@ async fn a_lost_database_refuses_deliveries_and_processing_resumes_by_itself_onc
     let why = ready["error"].as_str().expect("error").to_owned();
     assert!(why.contains("PostgreSQL at 127.0.0.1") && why.contains("refused until"), "{why}");
     assert!(!why.contains(PASSWORD), "{why}");
+    // The alerts' view agrees (a scrape while cut waits out the queue count).
+    let metrics = scrape(&http, &daemon.address).await;
+    assert!(metrics.contains("\nwebhookd_store_writable 0\n") && metrics.contains("\nwebhookd_ready 0\n"), "{metrics}");
     // A delivery in flight at the cut finished its GitHub call but could
     // not record it: it keeps trying.
     daemon.wait_for_line("recording the outcome failed; trying again").await;
@@ -469,6 +477,8 @@ async fn a_lost_database_refuses_deliveries_and_processing_resumes_by_itself_onc
 
     proxy.restore();
     readiness(&http, &daemon.address, 200).await;
+    let metrics = scrape(&http, &daemon.address).await;
+    assert!(metrics.contains("\nwebhookd_store_writable 1\n") && metrics.contains("\nwebhookd_ready 1\n"), "{metrics}");
     // Nothing is sent again: what was queued before the cut goes on.
     calls.wait_for("the deliveries from before the cut", WAIT, |c| covers(c, 1..=10, |_| true)).await;
     let mut post_accepted = async |number: u64| {

@@ -100,7 +100,8 @@ async fn readiness_is_503_while_the_store_cannot_write_and_turns_200_by_itself_a
     assert_eq!((status, unready["status"].as_str()), (503, Some("store_unwritable")), "{unready}");
     let error = unready["error"].as_str().expect("an error");
     assert!(error.contains(&db.display().to_string()) && error.contains("File too large"), "{error}");
-    assert!(get(&daemon, "/metrics").await.1.contains("webhookd_store_writable 0"));
+    let metrics = get(&daemon, "/metrics").await.1;
+    assert!(metrics.contains("webhookd_store_writable 0") && metrics.contains("webhookd_ready 0"), "{metrics}");
     assert!(files_in(&bodies).is_empty(), "failed writes left files: {:?}", files_in(&bodies));
     daemon.wait_for_line("the store cannot write").await;
 
@@ -110,7 +111,8 @@ async fn readiness_is_503_while_the_store_cannot_write_and_turns_200_by_itself_a
     daemon.wait_for_line("the store writes again").await;
     let (status, ready) = readyz(&daemon).await;
     assert_eq!((status, ready["status"].as_str()), (200, Some("ready")), "{ready}");
-    assert!(get(&daemon, "/metrics").await.1.contains("webhookd_store_writable 1"));
+    let metrics = get(&daemon, "/metrics").await.1;
+    assert!(metrics.contains("webhookd_store_writable 1") && metrics.contains("webhookd_ready 1"), "{metrics}");
     assert!(files_in(&bodies).is_empty(), "{:?}", files_in(&bodies));
     assert!(!bodies.join("write-probe.tmp").exists(), "the probe removes its scratch file");
     assert_eq!(post(&daemon).await, 202);

@@ -666,11 +666,15 @@ async fn full_queue_is_503_with_retry_after_until_it_drains() {
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
     let (_, body) = status_json(ready).await;
     assert!(body.is_object(), "readyz answers JSON: {body}");
+    let text = metrics_text(&app).await;
+    assert!(text.lines().any(|l| l == "webhookd_ready 0"), "webhookd_ready agrees with /readyz:\n{text}");
 
     // Release: both accepted deliveries are processed and the queue empties.
     release.send_replace(true);
     assert_eq!(receive_n(&mut processed, 2).await, vec![first, second.clone()]);
     assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
+    let text = metrics_text(&app).await;
+    assert!(text.lines().any(|l| l == "webhookd_ready 1"), "webhookd_ready agrees with /readyz:\n{text}");
 
     // The refused id was not remembered.
     assert_queued(app.webhook("issues", &third, issues_body()).send().await.expect("sent"), &third).await;
