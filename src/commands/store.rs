@@ -62,7 +62,7 @@ fn backup_store(env: &Env, dest: &Path) -> ExitCode {
             ExitCode::from(EXIT_CONFIG)
         }
         Err(BackupError::Failed(e)) => {
-            eprintln!("webhookd: store backup failed (nothing was left at the destination): {e}");
+            eprintln!("webhookd: store backup failed: {e}");
             ExitCode::from(EXIT_RUNTIME)
         }
     }

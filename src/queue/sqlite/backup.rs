@@ -87,6 +87,7 @@ pub(super) fn backup_with(
         db: folder.join(format!(".{name}.partial-{}", std::process::id())),
         bodies: folder.join(format!(".{name}.bodies.partial-{}", std::process::id())),
         renamed_bodies: None,
+        complete: false,
     };
     let made = (|| {
         let report = write(&source_conn, &body_log::dir_for(source), &partial, after_snapshot)?;
@@ -95,10 +96,14 @@ pub(super) fn backup_with(
             .map_err(|e| failed(&format!("cannot rename to {}", dest_bodies.display()), e))?;
         partial.renamed_bodies = Some(dest_bodies.clone());
         fs::rename(&partial.db, dest).map_err(|e| failed(&format!("cannot rename to {}", dest.display()), e))?;
-        File::open(folder).and_then(|f| f.sync_all()).map_err(|e| failed(&folder.display().to_string(), e))?;
+        // Complete from here: a failed sync below must not take the bodies from it.
+        partial.complete = true;
+        File::open(folder).and_then(|f| f.sync_all()).map_err(|e| {
+            failed(&format!("{} is written, but its folder cannot be synced to disk", dest.display()), e)
+        })?;
         Ok(report)
     })();
-    if made.is_err() {
+    if made.is_err() && !partial.complete {
         partial.remove();
     }
     made
@@ -110,6 +115,8 @@ struct Partial {
     bodies: PathBuf,
     /// The body folder once renamed to its final name (the database not yet).
     renamed_bodies: Option<PathBuf>,
+    /// Both renamed: nothing to remove.
+    complete: bool,
 }
 
 impl Partial {
