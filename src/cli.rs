@@ -35,6 +35,25 @@ pub enum Command {
         #[command(subcommand)]
         command: DeliveriesCommand,
     },
+    /// Back up and verify a SQLite store (works while the daemon runs; see docs/backup.md).
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy the store of WEBHOOKD_STORE (its database, then its bodies) into DEST and DEST.bodies/.
+    Backup {
+        /// The backup's database file; must not exist.
+        dest: PathBuf,
+    },
+    /// Check that a store or backup opens and every delivery's body reads back; exit 1 if not.
+    Verify {
+        /// The database file (a backup, or a live store: it is only read).
+        path: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]

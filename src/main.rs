@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         Command::Check => commands::check(&env),
         Command::Send(args) => commands::send(&env, &args),
         Command::Deliveries { command } => commands::deliveries(&env, &command),
+        Command::Store { command } => commands::store(&env, &command),
         Command::Rules { command } => commands::rules(&env, &command),
         Command::Recover(args) => commands::recover(&env, &args),
     }

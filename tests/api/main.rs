@@ -21,6 +21,7 @@ mod properties;
 mod recovery;
 mod rules;
 mod scale_out;
+mod store_backup;
 mod store_safety;
 mod systemd;
 mod tls;

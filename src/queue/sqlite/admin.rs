@@ -77,7 +77,7 @@ fn check_writable(path: &Path) -> Result<(), String> {
 }
 
 /// The columns of the deliveries table (none: there is no such table).
-fn columns(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+pub(super) fn columns(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     conn.prepare("SELECT name FROM pragma_table_info('deliveries')")?.query_map([], |r| r.get(0))?.collect()
 }
 

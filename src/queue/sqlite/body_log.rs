@@ -219,7 +219,7 @@ pub(crate) fn remove(dir: &Path, segments: impl Iterator<Item = i64>) -> io::Res
     Ok(removed)
 }
 
-fn read_at(file: &File, at: BodyRef) -> io::Result<Vec<u8>> {
+pub(super) fn read_at(file: &File, at: BodyRef) -> io::Result<Vec<u8>> {
     let len = u64::try_from(at.len).map_err(|_| invalid("negative body length"))?;
     let offset = u64::try_from(at.offset).map_err(|_| invalid("negative body offset"))?;
     // Positions come from the database: check them before trusting a length.
@@ -247,7 +247,7 @@ fn create_segment(dir: &Path, segment: i64) -> io::Result<File> {
     Ok(file)
 }
 
-fn segment_path(dir: &Path, segment: i64) -> PathBuf {
+pub(super) fn segment_path(dir: &Path, segment: i64) -> PathBuf {
     dir.join(format!("{segment:010}{SUFFIX}"))
 }
 

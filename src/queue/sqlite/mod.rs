@@ -9,7 +9,9 @@
 //! takes no lock, and the daemon polls for rows it requeued.
 
 pub mod admin;
+pub mod backup;
 mod body_log;
+pub mod verify;
 pub use body_log::DEFAULT_SEGMENT_BYTES;
 mod connection;
 mod held;
