@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 
-use super::StoreError;
+use super::{Cause, StoreError};
 use crate::config::StoreKind;
 pub(crate) use memory::MemoryLedger;
 
@@ -163,15 +163,16 @@ pub async fn open_ledger(store: &StoreKind) -> Result<Arc<dyn RecoveryLedger>, S
     match store {
         StoreKind::Memory => Err(StoreError::Open {
             path: PathBuf::from("WEBHOOKD_STORE=memory"),
-            reason: "recovering deliveries from the command needs a durable store (an SQLite path or a \
-                     postgres:// URL): the in-memory store lives only inside the daemon's process"
-                .into(),
+            cause: Cause::refused(
+                "recovering deliveries from the command needs a durable store (an SQLite path or a \
+                 postgres:// URL): the in-memory store lives only inside the daemon's process",
+            ),
         }),
         StoreKind::Sqlite(path) => {
             let path = path.clone();
             let conn = tokio::task::spawn_blocking(move || super::sqlite::admin::open(&path))
                 .await
-                .map_err(|e| StoreError::Read(format!("opening the store failed: {e}")))??;
+                .map_err(|e| StoreError::Read(Cause::refused(format!("opening the store failed: {e}"))))??;
             Ok(Arc::new(super::sqlite::ledger::SqliteLedger::new(conn)))
         }
         StoreKind::Postgres(url) => Ok(Arc::new(super::postgres::ledger::PgLedger::connect(url).await?)),

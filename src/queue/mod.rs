@@ -38,6 +38,7 @@ pub async fn prune_periodically(queue: Arc<dyn DeliveryQueue>, retention: Durati
 mod contract;
 pub mod credentials;
 mod dedup;
+mod error;
 pub mod ledger;
 mod memory;
 pub mod postgres;
@@ -55,10 +56,11 @@ use crate::retry::RetryPolicy;
 use crate::telemetry::metrics::Metrics;
 pub use credentials::{CredentialScheme, Pauses};
 pub use dedup::DedupWindow;
+pub use error::{Cause, StoreError};
 pub use ledger::{LeaderGuard, RecoveryLedger, Requested, open_ledger};
 pub use memory::MemoryQueue;
 pub use postgres::{PostgresOptions, PostgresQueue};
-pub use sqlite::{SqliteOptions, SqliteQueue, StoreError};
+pub use sqlite::{SqliteOptions, SqliteQueue};
 
 /// How long an idle worker waits for more work before parking, in the
 /// stores that hand work over in memory: under load a worker then wakes once

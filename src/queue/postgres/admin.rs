@@ -14,10 +14,10 @@ use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::{Connection, Row};
 use tokio::sync::Mutex;
 
-use super::{SCHEMA_VERSION, connect, describe};
+use super::{SCHEMA_VERSION, connect};
 use crate::config::PostgresUrl;
-use crate::queue::StoreError;
 use crate::queue::admin::{Access, Detail, ListFilter, Replayed, StoreAdmin, Summary};
+use crate::queue::{Cause, StoreError};
 
 /// What a replay resets: due now, attempts and outcome cleared, no owner.
 const REQUEUE: &str = "state = 'queued', attempts = 0, next_attempt_at = webhookd_now_ms(), last_error = NULL,
@@ -39,22 +39,21 @@ impl PostgresAdmin {
             options = options.options([("default_transaction_read_only", "on")]);
         }
         let mut conn = connect::connect_one(url, &options).await?;
-        let open_error = |reason: String| StoreError::Open { path: url.shown().into(), reason };
+        let open_error = |cause: Cause| StoreError::Open { path: url.shown().into(), cause };
         let version = connect::schema_version(&mut conn)
             .await
-            .map_err(|e| open_error(format!("cannot read the schema version: {}", describe(&e))))?;
+            .map_err(|e| open_error(Cause::from(e).context("cannot read the schema version")))?;
         match version {
             None => {
-                return Err(open_error(
+                return Err(open_error(Cause::refused(
                     "not a webhookd database (it has no webhookd_deliveries table): is WEBHOOKD_STORE the \
-                     database the daemons use?"
-                        .into(),
-                ));
+                     database the daemons use?",
+                )));
             }
             Some(found) if found > SCHEMA_VERSION => {
-                return Err(open_error(format!(
+                return Err(open_error(Cause::refused(format!(
                     "written by a newer webhookd (schema version {found}); this one knows up to {SCHEMA_VERSION}"
-                )));
+                ))));
             }
             Some(found) if found < SCHEMA_VERSION && access == Access::ReadWrite => {
                 connect::migrate(&mut conn, url).await?;
@@ -65,12 +64,12 @@ impl PostgresAdmin {
     }
 
     /// A failed statement: the server lost, or `kind` with the reason.
-    fn failed(&self, kind: fn(String) -> StoreError) -> impl Fn(sqlx::Error) -> StoreError + '_ {
+    fn failed(&self, kind: fn(Cause) -> StoreError) -> impl Fn(sqlx::Error) -> StoreError + '_ {
         move |e| {
             if connect::is_connection_error(&e) {
-                StoreError::Unreachable { host: self.host.clone(), reason: describe(&e) }
+                StoreError::Unreachable { host: self.host.clone(), cause: e.into() }
             } else {
-                kind(describe(&e))
+                kind(e.into())
             }
         }
     }

@@ -12,7 +12,7 @@ use sqlx::{Connection, Row};
 
 use super::{MIGRATION_LOCK, SCHEMA, SCHEMA_VERSION};
 use crate::config::PostgresUrl;
-use crate::queue::StoreError;
+use crate::queue::{Cause, StoreError};
 
 /// How long a start waits for the server before giving up (exit 1).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -64,7 +64,7 @@ pub(super) async fn connect(url: &PostgresUrl, connections: u32) -> Result<Pools
 pub(super) fn options(url: &PostgresUrl) -> Result<PgConnectOptions, StoreError> {
     PgConnectOptions::from_str(url.expose()).map_err(|e| StoreError::Open {
         path: url.shown().into(),
-        reason: format!("not a usable PostgreSQL URL: {}", describe(&e)),
+        cause: Cause::from(e).context("not a usable PostgreSQL URL"),
     })
 }
 
@@ -72,15 +72,15 @@ pub(super) fn options(url: &PostgresUrl) -> Result<PgConnectOptions, StoreError>
 /// reached is `Unreachable` (exit 1: it may come back); one that refuses this
 /// user, password or database is `Open` (exit 2: the configuration is wrong).
 pub(super) async fn connect_one(url: &PostgresUrl, options: &PgConnectOptions) -> Result<PgConnection, StoreError> {
-    let unreachable = |reason: String| StoreError::Unreachable { host: url.host().to_owned(), reason };
+    let unreachable = |cause: Cause| StoreError::Unreachable { host: url.host().to_owned(), cause };
     tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(options))
         .await
-        .map_err(|_| unreachable(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs())))?
+        .map_err(|_| unreachable(Cause::refused(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()))))?
         .map_err(|e| {
             if is_refused_configuration(&e) {
-                StoreError::Open { path: url.shown().into(), reason: describe(&e) }
+                StoreError::Open { path: url.shown().into(), cause: e.into() }
             } else {
-                unreachable(describe(&e))
+                unreachable(e.into())
             }
         })
 }
@@ -110,14 +110,14 @@ pub(super) async fn schema_version(conn: &mut PgConnection) -> Result<Option<i32
 pub(super) async fn migrate(conn: &mut PgConnection, url: &PostgresUrl) -> Result<(), StoreError> {
     let failed = |e: sqlx::Error| StoreError::Open {
         path: url.shown().into(),
-        reason: format!("cannot set up the schema: {}", describe(&e)),
+        cause: Cause::from(e).context("cannot set up the schema"),
     };
     let newer = |found: i32| StoreError::Open {
         path: url.shown().into(),
-        reason: format!(
+        cause: Cause::refused(format!(
             "written by a newer webhookd (schema version {found}); this one knows up to {SCHEMA_VERSION}: \
              upgrade this instance"
-        ),
+        )),
     };
     // Up to date: nothing to create, so a role without CREATE can start.
     match schema_version(conn).await.map_err(failed)? {

@@ -11,8 +11,8 @@ use sqlx::{Connection, Row};
 
 use super::{RECOVERY_LOCK, connect, describe};
 use crate::config::PostgresUrl;
-use crate::queue::StoreError;
 use crate::queue::ledger::{Lead, LeaderGuard, LearnedLately, MAX_LEARNED_HOOKS, RecoveryLedger, Requested};
+use crate::queue::{Cause, StoreError};
 
 pub(crate) struct PgLedger {
     /// Synchronous commits: what is written here must survive a crash.
@@ -34,12 +34,12 @@ impl PgLedger {
     }
 
     /// A failed statement: the server lost, or `kind` with the reason.
-    fn failed(&self, kind: fn(String) -> StoreError) -> impl Fn(sqlx::Error) -> StoreError + '_ {
+    fn failed(&self, kind: fn(Cause) -> StoreError) -> impl Fn(sqlx::Error) -> StoreError + '_ {
         move |e| {
             if connect::is_connection_error(&e) {
-                StoreError::Unreachable { host: self.url.host().to_owned(), reason: describe(&e) }
+                StoreError::Unreachable { host: self.url.host().to_owned(), cause: e.into() }
             } else {
-                kind(describe(&e))
+                kind(e.into())
             }
         }
     }

@@ -164,7 +164,7 @@ impl PostgresQueue {
         );
         let queued = count_queued(&pools.fast)
             .await
-            .map_err(|e| StoreError::Unreachable { host: url.host().to_owned(), reason: describe(&e) })?;
+            .map_err(|e| StoreError::Unreachable { host: url.host().to_owned(), cause: e.into() })?;
         let shared = Arc::new(Shared {
             pools,
             owner,

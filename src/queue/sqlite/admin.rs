@@ -17,18 +17,19 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::connection::{self, SCHEMA_VERSION};
 use super::rows::{BODY_COLUMNS, stored_body};
-use super::{StoreError, body_log, now_ms, open_connection};
+use super::{body_log, now_ms, open_connection};
 use crate::queue::StateCounts;
 use crate::queue::admin::{Access, Detail, ListFilter, Replayed, StoreAdmin, Summary};
+use crate::queue::{Cause, StoreError};
 
 /// Opens an existing database for the operator's write commands, bringing
 /// it to the current schema.
 pub fn open(path: &Path) -> Result<Connection, StoreError> {
-    let open_error = |reason: String| StoreError::Open { path: path.to_path_buf(), reason };
+    let open_error = |cause: Cause| StoreError::Open { path: path.to_path_buf(), cause };
     if !path.exists() {
-        return Err(open_error("no such database file".into()));
+        return Err(open_error(Cause::refused("no such database file")));
     }
-    check_writable(path).map_err(open_error)?;
+    check_writable(path).map_err(|reason| open_error(Cause::refused(reason)))?;
     let conn = open_connection(path, false).map_err(open_error)?;
     super::apply_schema(&conn, super::SCHEMA).map_err(open_error)?;
     Ok(conn)
@@ -37,20 +38,19 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
 /// Opens an existing database for the operator's read commands: read-only,
 /// no migration, no file created or changed (see `open_read_only`).
 pub fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
-    let open_error = |reason: String| StoreError::Open { path: path.to_path_buf(), reason };
+    let open_error = |cause: Cause| StoreError::Open { path: path.to_path_buf(), cause };
     if !path.exists() {
-        return Err(open_error("no such database file".into()));
+        return Err(open_error(Cause::refused("no such database file")));
     }
     let conn = connection::open_read_only(path).map_err(open_error)?;
-    let version: i64 =
-        conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| open_error(super::describe(&e)))?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| open_error(e.into()))?;
     if version > SCHEMA_VERSION {
-        return Err(open_error(format!(
+        return Err(open_error(Cause::refused(format!(
             "written by a newer webhookd (schema version {version}); this one reads up to {SCHEMA_VERSION}"
-        )));
+        ))));
     }
-    if columns(&conn).map_err(|e| open_error(super::describe(&e)))?.is_empty() {
-        return Err(open_error("not a webhookd database (it has no deliveries table)".into()));
+    if columns(&conn).map_err(|e| open_error(e.into()))?.is_empty() {
+        return Err(open_error(Cause::refused("not a webhookd database (it has no deliveries table)")));
     }
     Ok(conn)
 }
@@ -263,9 +263,9 @@ fn body_dir(conn: &Connection) -> std::path::PathBuf {
 }
 
 fn read(e: rusqlite::Error) -> StoreError {
-    StoreError::Read(super::describe(&e))
+    StoreError::Read(e.into())
 }
 
 fn write(e: rusqlite::Error) -> StoreError {
-    StoreError::Write(super::describe(&e))
+    StoreError::Write(e.into())
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags};
 
 use super::BUSY_TIMEOUT;
+use crate::queue::Cause;
 
 /// `PATH.lock` beside the database.
 pub(super) fn lock_path(path: &Path) -> PathBuf {
@@ -21,14 +22,14 @@ pub(super) fn lock_path(path: &Path) -> PathBuf {
 /// `-wal`, no one has it open, and it is opened `immutable`: SQLite would
 /// otherwise create a `-wal` and `-shm` to read a WAL database, and leave
 /// them behind.
-pub(crate) fn open_read_only(path: &Path) -> Result<Connection, String> {
+pub(crate) fn open_read_only(path: &Path) -> Result<Connection, Cause> {
     let mut wal = path.as_os_str().to_os_string();
     wal.push("-wal");
     let idle = !Path::new(&wal).exists();
     let uri = format!("file:{}?mode=ro{}", uri_path(path), if idle { "&immutable=1" } else { "" });
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(uri, flags).map_err(|e| describe(&e))?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| describe(&e))?;
+    let conn = Connection::open_with_flags(uri, flags)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     Ok(conn)
 }
 
@@ -49,18 +50,18 @@ fn uri_path(path: &Path) -> String {
 }
 
 /// Opens a connection with the pragmas every connection needs.
-pub(crate) fn open_connection(path: &Path, create: bool) -> Result<Connection, String> {
+pub(crate) fn open_connection(path: &Path, create: bool) -> Result<Connection, Cause> {
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     if create {
         flags |= OpenFlags::SQLITE_OPEN_CREATE;
     }
-    let conn = Connection::open_with_flags(path, flags).map_err(|e| describe(&e))?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| describe(&e))?;
-    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(|e| describe(&e))?;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(format!("cannot switch the database to WAL mode (got {mode})"));
+        return Err(Cause::refused(format!("cannot switch the database to WAL mode (got {mode})")));
     }
-    conn.pragma_update(None, "synchronous", "FULL").map_err(|e| describe(&e))?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
     Ok(conn)
 }
 
@@ -70,15 +71,15 @@ pub(crate) fn open_connection(path: &Path, create: bool) -> Result<Connection, S
 /// judged by the columns themselves, and the installation column of version
 /// 3 likewise, then applies `schema` (which creates the tables new in
 /// version 4, the recovery ledger's, where they are missing).
-pub(crate) fn apply_schema(conn: &Connection, schema: &str) -> Result<(), String> {
-    let sql = |e: rusqlite::Error| describe(&e);
+pub(crate) fn apply_schema(conn: &Connection, schema: &str) -> Result<(), Cause> {
+    let sql = Cause::from;
     conn.execute_batch("BEGIN IMMEDIATE").map_err(sql)?;
     let applied = (|| {
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(sql)?;
         if version > SCHEMA_VERSION {
-            return Err(format!(
+            return Err(Cause::refused(format!(
                 "written by a newer webhookd (schema version {version}); this one reads up to {SCHEMA_VERSION}"
-            ));
+            )));
         }
         let columns: Vec<String> = conn
             .prepare("SELECT name FROM pragma_table_info('deliveries')")
@@ -90,13 +91,14 @@ pub(crate) fn apply_schema(conn: &Connection, schema: &str) -> Result<(), String
                  ALTER TABLE deliveries ADD COLUMN body_offset INTEGER;
                  ALTER TABLE deliveries ADD COLUMN body_len INTEGER;",
             )
-            .map_err(|e| format!("migrating the database to schema version {SCHEMA_VERSION} failed: {}", sql(e)))?;
+            .map_err(|e| sql(e).context(format!("migrating the database to schema version {SCHEMA_VERSION} failed")))?;
         }
         // Version 3: each row's installation, for turns between credentials.
         // Older rows keep NULL (unknown): they share one turn.
         if !columns.is_empty() && !columns.iter().any(|c| c == "installation_id") {
-            conn.execute_batch("ALTER TABLE deliveries ADD COLUMN installation_id INTEGER;")
-                .map_err(|e| format!("migrating the database to schema version {SCHEMA_VERSION} failed: {}", sql(e)))?;
+            conn.execute_batch("ALTER TABLE deliveries ADD COLUMN installation_id INTEGER;").map_err(|e| {
+                sql(e).context(format!("migrating the database to schema version {SCHEMA_VERSION} failed"))
+            })?;
         }
         conn.execute_batch(schema).map_err(sql)
     })();

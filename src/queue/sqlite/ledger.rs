@@ -8,9 +8,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::describe;
-use crate::queue::StoreError;
 use crate::queue::ledger::{LeaderGuard, LearnedLately, MAX_LEARNED_HOOKS, RecoveryLedger, Requested};
+use crate::queue::{Cause, StoreError};
 
 pub(crate) struct SqliteLedger {
     conn: Arc<Mutex<Connection>>,
@@ -37,14 +36,14 @@ impl SqliteLedger {
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
         let conn = self.conn.clone();
-        let error = move |reason: String| match access {
-            Access::Read => StoreError::Read(reason),
-            Access::Write => StoreError::Write(reason),
+        let error = move |cause: Cause| match access {
+            Access::Read => StoreError::Read(cause),
+            Access::Write => StoreError::Write(cause),
         };
         tokio::task::spawn_blocking(move || f(&mut conn.lock().unwrap_or_else(PoisonError::into_inner)))
             .await
-            .map_err(|e| error(format!("the recovery ledger's task failed: {e}")))?
-            .map_err(|e| error(describe(&e)))
+            .map_err(|e| error(Cause::refused(format!("the recovery ledger's task failed: {e}"))))?
+            .map_err(|e| error(e.into()))
     }
 }
 

@@ -35,7 +35,7 @@ use tokio::sync::oneshot;
 
 use super::credentials::{CredentialScheme, Lane, Pauses, deferred_due};
 use super::ledger::RecoveryLedger;
-use super::{Abandoned, DeliveryQueue, EnqueueError, Enqueued, Outcome, Settled, StateCounts};
+use super::{Abandoned, Cause, DeliveryQueue, EnqueueError, Enqueued, Outcome, Settled, StateCounts, StoreError};
 use crate::delivery::{Delivery, DeliveryId};
 use crate::retry::RetryPolicy;
 use crate::telemetry::metrics::Metrics;
@@ -71,24 +71,6 @@ const OUTCOME_TRIES: u32 = 5;
 const OUTCOME_RETRY_FIRST_WAIT: Duration = Duration::from_millis(200);
 /// How long SQLite waits on another connection's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("{path}: {reason}")]
-    Open { path: PathBuf, reason: String },
-    #[error("{path}: in use by another webhookd process (lock file {lock} is held)")]
-    Locked { path: PathBuf, lock: PathBuf },
-    #[error("store write failed: {0}")]
-    Write(String),
-    #[error("store read failed: {0}")]
-    Read(String),
-    #[error("the store is shut down")]
-    Stopped,
-    /// The PostgreSQL server cannot be reached (at start: exit 1, not a
-    /// configuration problem).
-    #[error("cannot reach PostgreSQL at {host}: {reason}")]
-    Unreachable { host: String, reason: String },
-}
 
 /// Settings of the durable queue.
 #[derive(Debug, Clone)]
@@ -127,31 +109,31 @@ impl SqliteQueue {
     /// Opens (creating it and its folder if needed) the database at `path`,
     /// takes ownership of it, and queues again what a dead owner left running.
     pub fn open(path: &Path, options: SqliteOptions, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
-        let open_error = |reason: String| StoreError::Open { path: path.to_path_buf(), reason };
+        let open_error = |cause: Cause| StoreError::Open { path: path.to_path_buf(), cause };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             modes::create_private_dir(dir)
-                .map_err(|e| open_error(format!("cannot create the folder {}: {e}", dir.display())))?;
+                .map_err(|e| open_error(Cause::file(format!("cannot create the folder {}", dir.display()), e)))?;
         }
         let lock_path = lock_path(path);
         let lock_file = modes::open_or_create_private(&lock_path)
-            .map_err(|e| open_error(format!("cannot create the lock file {}: {e}", lock_path.display())))?;
+            .map_err(|e| open_error(Cause::file(format!("cannot create the lock file {}", lock_path.display()), e)))?;
         let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock)
             .map_err(|_| StoreError::Locked { path: path.to_path_buf(), lock: lock_path.clone() })?;
 
         // Created here, 0600, so that SQLite gives its -wal and -shm that mode too.
         modes::open_or_create_private(path)
-            .map_err(|e| open_error(format!("cannot open the database file for writing: {e}")))?;
+            .map_err(|e| open_error(Cause::file("cannot open the database file for writing", e)))?;
         modes::sqlite_side_files(path).iter().for_each(|side| modes::tighten(side));
         // Absolute in what an operator reads (the daemon's folder may not be known).
         let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let bodies = body_log::dir_for(&absolute);
         body_log::tighten(&bodies)
-            .map_err(|e| open_error(format!("cannot read the body log {}: {e}", bodies.display())))?;
+            .map_err(|e| open_error(Cause::file(format!("cannot read the body log {}", bodies.display()), e)))?;
         let conn = open_connection(path, true).map_err(open_error)?;
         apply_schema(&conn, SCHEMA).map_err(open_error)?;
-        let referenced = rows::highest_referenced_segment(&conn).map_err(|e| open_error(describe(&e)))?;
+        let referenced = rows::highest_referenced_segment(&conn).map_err(|e| open_error(e.into()))?;
         let log = body_log::BodyLog::open(&bodies, options.body_segment_bytes, referenced)
-            .map_err(|e| open_error(format!("cannot open the body log {}: {e}", bodies.display())))?;
+            .map_err(|e| open_error(Cause::file(format!("cannot open the body log {}", bodies.display()), e)))?;
         // A claim counts its attempt before the handler runs, so a delivery
         // that takes the process down with it (an abort, an OOM kill) spends
         // its attempts too: past them it is dead, not a crash loop. It gets
@@ -165,7 +147,7 @@ impl SqliteQueue {
                  WHERE state = 'running' AND attempts > ?1",
                 rusqlite::params![options.retry.max_attempts, now_ms()],
             )
-            .map_err(|e| open_error(describe(&e)))?;
+            .map_err(|e| open_error(e.into()))?;
         if crashed > 0 {
             tracing::error!(
                 dead = crashed,
@@ -175,13 +157,13 @@ impl SqliteQueue {
         }
         let requeued = conn
             .execute("UPDATE deliveries SET state = 'queued', lease_until = NULL WHERE state = 'running'", [])
-            .map_err(|e| open_error(describe(&e)))?;
+            .map_err(|e| open_error(e.into()))?;
         if requeued > 0 {
             tracing::warn!(requeued, "queued again deliveries a previous process left running");
         }
         let queued: i64 = conn
             .query_row("SELECT count(*) FROM deliveries WHERE state = 'queued'", [], |r| r.get(0))
-            .map_err(|e| open_error(describe(&e)))?;
+            .map_err(|e| open_error(e.into()))?;
         let reader = open_connection(path, false).map_err(open_error)?;
         let ledger = ledger::SqliteLedger::new(open_connection(path, false).map_err(open_error)?);
 
@@ -191,7 +173,7 @@ impl SqliteQueue {
         let writer = std::thread::Builder::new()
             .name("webhookd-store".into())
             .spawn(move || writer::run(conn, log, rx, writer_shared))
-            .map_err(|e| open_error(format!("cannot start the store writer: {e}")))?;
+            .map_err(|e| open_error(Cause::file("cannot start the store writer", e)))?;
         if queued > 0 {
             tracing::info!(queued, "resuming deliveries stored by a previous run");
         }
@@ -259,7 +241,7 @@ impl SqliteQueue {
         let limit = self.held().claim_limit(CLAIM_BATCH);
         let op = Op::Claim { now, lease_until, limit, filter };
         let OpResult::Claimed(rows) = self.call(op).await? else {
-            return Err(StoreError::Write("unexpected answer to a claim".into()));
+            return Err(StoreError::Write(Cause::refused("unexpected answer to a claim")));
         };
         let mut deliveries = Vec::with_capacity(rows.len());
         for row in rows {

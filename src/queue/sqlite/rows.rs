@@ -11,6 +11,7 @@ use rusqlite::{Connection, params};
 use super::body_log::{self, BodyRef};
 use super::writer::StoredRow;
 use crate::delivery::{Delivery, DeliveryId};
+use crate::queue::Cause;
 use crate::webhook::body::ContentKind;
 use crate::webhook::headers::{EventName, GitHubHeaders};
 
@@ -70,13 +71,13 @@ pub(super) fn stored_body(
 
 /// Deletes the body log segments no row points into any more (never the
 /// newest); returns how many. Only once the rows' deletion is committed.
-pub(crate) fn remove_unreferenced_bodies(conn: &Connection, dir: &Path) -> Result<usize, String> {
-    let failed = |e: std::io::Error| format!("{}: {e}", dir.display());
+pub(crate) fn remove_unreferenced_bodies(conn: &Connection, dir: &Path) -> Result<usize, Cause> {
+    let failed = |e: std::io::Error| Cause::file(dir.display().to_string(), e);
     let candidates = body_log::deletable(dir).map_err(failed)?;
     let referenced = conn
         .prepare_cached("SELECT DISTINCT body_segment FROM deliveries WHERE body_segment IS NOT NULL")
         .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<HashSet<i64>>>())
-        .map_err(|e| super::describe(&e))?;
+        .map_err(Cause::from)?;
     body_log::remove(dir, candidates.into_iter().filter(|s| !referenced.contains(s))).map_err(failed)
 }
 

@@ -27,7 +27,8 @@ use tokio::sync::oneshot;
 
 use super::body_log::{BodyLog, BodyRef};
 use super::rows::{BODY_COLUMNS, now_ms, stored_body, unix_ms};
-use super::{Shared, StoreError, remove_unreferenced_bodies};
+use super::{Shared, remove_unreferenced_bodies};
+use crate::queue::{Cause, StoreError};
 
 /// Most operations applied in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -178,7 +179,7 @@ pub(super) fn run(mut conn: Connection, mut log: BodyLog, commands: Receiver<Com
             Ok(_) if wants_durable => shared.writes_succeed(),
             Ok(_) => {}
             Err(e) => {
-                shared.writes_failing(e);
+                shared.writes_failing(&e.to_string());
                 last_probe = Instant::now();
             }
         }
@@ -213,6 +214,7 @@ pub(super) fn run(mut conn: Connection, mut log: BodyLog, commands: Receiver<Com
             }
             Err(e) => {
                 tracing::error!(error = %e, operations = batch.len(), "store commit failed");
+                let e = std::sync::Arc::new(e);
                 for Command { op, reply } in batch {
                     if let Op::Insert(NewRow { delivery, hand_off }) = op {
                         tracing::error!(delivery.id = %delivery.id(), "delivery not stored; answered 503");
@@ -220,7 +222,7 @@ pub(super) fn run(mut conn: Connection, mut log: BodyLog, commands: Receiver<Com
                             shared.hand_off(delivery, false);
                         }
                     }
-                    let _ = reply.send(Err(StoreError::Write(e.to_string())));
+                    let _ = reply.send(Err(StoreError::Write(Cause::Shared(e.clone()))));
                 }
             }
         }
@@ -273,7 +275,7 @@ fn apply_batch(
     log: &mut BodyLog,
     batch: &[Command],
     handing_off: bool,
-) -> Result<Vec<OpResult>, String> {
+) -> Result<Vec<OpResult>, Cause> {
     let new_bodies = batch.iter().filter_map(|c| match &c.op {
         Op::Insert(row) => Some(&row.delivery.raw[..]),
         _ => None,
@@ -281,15 +283,15 @@ fn apply_batch(
     let lease_until = now_ms() + super::lease_ms();
     let mut body_refs = log
         .append(new_bodies)
-        .map_err(|e| format!("cannot write to the body log {}: {e}", log.dir().display()))?
+        .map_err(|e| Cause::file(format!("cannot write to the body log {}", log.dir().display()), e))?
         .into_iter();
-    let sql = |e: rusqlite::Error| super::describe(&e);
+    let sql = Cause::from;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
     let mut results = Vec::with_capacity(batch.len());
     for command in batch {
         let result = match &command.op {
             Op::Insert(row) => {
-                let body = body_refs.next().ok_or("the body log returned too few positions")?;
+                let body = body_refs.next().ok_or_else(|| Cause::refused("the body log returned too few positions"))?;
                 insert(&tx, row, body, (row.hand_off && handing_off).then_some(lease_until))
             }
             Op::Claim { now, lease_until, limit, filter } => claim(&tx, log, *now, *lease_until, *limit, filter),
