@@ -3,6 +3,7 @@
 
 mod client_scale;
 mod deliveries_postgres;
+mod docs_examples;
 mod durability;
 mod fairness;
 mod github;
