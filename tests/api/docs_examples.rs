@@ -212,7 +212,8 @@ async fn console_transcripts_match_what_webhookd_prints() {
                         let printed: BTreeSet<&str> = out.lines().map(str::trim).collect();
                         let missing: Vec<&String> =
                             step.expected.iter().filter(|line| !printed.contains(line.as_str())).collect();
-                        (!missing.is_empty()).then(|| format!("not printed: {missing:#?}\nprinted (exit {code}):\n{out}"))
+                        (!missing.is_empty())
+                            .then(|| format!("not printed: {missing:#?}\nprinted (exit {code}):\n{out}"))
                     }
                 };
                 if let Some(failure) = failure {
@@ -231,9 +232,9 @@ fn env_file(block: &Block) -> Option<&str> {
     let assignment = |line: &str| {
         !line.contains(char::is_whitespace)
             && line.split_once('=').is_some_and(|(name, _)| {
-            (name.starts_with("WEBHOOKD_") || name == "RUST_LOG")
-                && name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
-        })
+                (name.starts_with("WEBHOOKD_") || name == "RUST_LOG")
+                    && name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            })
     };
     let lines = block.body.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'));
     (block.lang() == "sh" && lines.clone().count() > 0 && lines.clone().all(assignment)).then_some(&block.body)
@@ -267,7 +268,8 @@ fn variable_names(text: &str) -> BTreeSet<String> {
     let mut rest = text;
     while let Some(at) = rest.find("WEBHOOKD_") {
         let tail = &rest[at..];
-        let end = tail.find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')).unwrap_or(tail.len());
+        let end =
+            tail.find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')).unwrap_or(tail.len());
         let name = tail[..end].trim_end_matches('_');
         if name.len() > "WEBHOOKD_".len() {
             names.insert(name.to_owned());
@@ -313,7 +315,8 @@ fn every_variable_is_documented_and_every_documented_one_exists() {
         .collect();
     assert!(undocumented.is_empty(), "read by the code but not in docs/configuration.md: {undocumented:?}");
     for path in doc_files() {
-        let unknown: Vec<String> = variable_names(&read(&path)).into_iter().filter(|name| !code.contains(name)).collect();
+        let unknown: Vec<String> =
+            variable_names(&read(&path)).into_iter().filter(|name| !code.contains(name)).collect();
         assert!(unknown.is_empty(), "{} names variables the code does not read: {unknown:?}", path.display());
     }
 }
@@ -362,11 +365,8 @@ fn relative_links_resolve() {
                 continue;
             }
             let (file, fragment) = target.split_once('#').unwrap_or((&target, ""));
-            let resolved = if file.is_empty() {
-                path.clone()
-            } else {
-                normalise(&path.parent().expect("a parent").join(file))
-            };
+            let resolved =
+                if file.is_empty() { path.clone() } else { normalise(&path.parent().expect("a parent").join(file)) };
             let full = repo().join(&resolved);
             if !full.exists() {
                 if !PENDING_DOCS.iter().any(|pending| Path::new(pending) == resolved) {
