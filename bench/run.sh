@@ -19,9 +19,18 @@
 # 1% of its answers above its own p99). Without an answering PostgreSQL the
 # postgres targets are skipped.
 #
+#
+# Then the sustained figure, the one that counts: each store (memory, sqlite,
+# postgres) on each payload for SUSTAIN_DURATION (30 s) with a queue of
+# SUSTAIN_CAPACITY (20000), loaded by `webhookd send --sustained` (CPU 1):
+# deliveries accepted *and* processed per second (all accepted ones
+# processed, counted from the first request), the accept rate while sending,
+# and the share refused (503 queue_full once the queue is full).
+#
 #   bench/run.sh                                   # 3 runs of 5 s per target and payload
 #   RUNS=5 DURATION=10 CONNECTIONS=64 bench/run.sh
 #   BENCH_DATABASE_URL=postgres://me@db:5432/postgres bench/run.sh
+#   SECTIONS=sustained SUSTAIN_DURATION=60 bench/run.sh   # only the sustained part
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +38,10 @@ RUNS=${RUNS:-3}
 DURATION=${DURATION:-5}
 CONNECTIONS=${CONNECTIONS:-32}
 E2E_COUNT=${E2E_COUNT:-2000}
+SUSTAIN_DURATION=${SUSTAIN_DURATION:-30}
+SUSTAIN_CAPACITY=${SUSTAIN_CAPACITY:-20000}
+SUSTAIN_RUNS=${SUSTAIN_RUNS:-1}
+SECTIONS=${SECTIONS:-accept,sustained,e2e}
 GITHUB_CONCURRENCY=${GITHUB_CONCURRENCY:-10}
 PORT=${PORT:-18310}
 MOCK_PORT=${MOCK_PORT:-18311}
@@ -91,7 +104,7 @@ else
   echo "bench: PostgreSQL at $(shown_url "$BENCH_DATABASE_URL") does not answer ($(head -n1 "$work/psql.err")): the postgres targets are skipped" >&2
 fi
 
-start_target() { # target -> pids in $pids, ports in $ports
+start_target() { # target [queue capacity] -> pids in $pids, ports in $ports
   rm -rf "$work/data"
   pids=() ports=("$PORT")
   # The backlog a postgres run leaves is dropped with its database: no drain.
@@ -109,7 +122,7 @@ start_target() { # target -> pids in $pids, ports in $ports
   local port
   if [ "$1" = floor ]; then pids+=($!); else for port in "${ports[@]}"; do
     (cd "$work" && WEBHOOKD_SECRET=$SECRET WEBHOOKD_LISTEN=127.0.0.1:$port WEBHOOKD_STORE=$store RUST_LOG=error \
-      WEBHOOKD_SHUTDOWN_TIMEOUT=$drain exec "${server_cpu[@]}" "$bin/webhookd" serve) >>"$work/server.log" 2>&1 &
+      WEBHOOKD_QUEUE_CAPACITY=${2:-} WEBHOOKD_SHUTDOWN_TIMEOUT=$drain exec "${server_cpu[@]}" "$bin/webhookd" serve) >>"$work/server.log" 2>&1 &
     pids+=($!)
   done; fi
   for port in "${ports[@]}"; do
@@ -173,6 +186,7 @@ PY
   rm -f "$work"/wrk.*
 }
 
+if [[ $SECTIONS == *accept* ]]; then
 for spec in push:push/payload.json pull_request:pull_request/opened.payload.json; do
   event=${spec%%:*}
   payload=$PWD/tests/fixtures/github-payloads/${spec#*:}
@@ -184,10 +198,44 @@ for spec in push:push/payload.json pull_request:pull_request/opened.payload.json
     done
   done
 done
+fi
+
+# Sustained: accepted and processed, each store, a queue that fills.
+sustained() { # target event payload-file
+  start_target "$1" "$SUSTAIN_CAPACITY"
+  WEBHOOKD_SECRET=$SECRET "${load_cpu[@]}" "$bin/webhookd" send "$3" --event "$2" --url "http://127.0.0.1:$PORT/webhook" \
+    --duration "${SUSTAIN_DURATION}s" --concurrency "$CONNECTIONS" --sustained --json >"$work/sustained.out" || true
+  kill -TERM "${pids[@]}"; wait "${pids[@]}" 2>/dev/null || true
+  drop_db
+  python3 - "$1" "$2" "$work/sustained.out" >>"$work/sustained" <<'PY'
+import json, sys
+target, event, out = sys.argv[1:4]
+r = json.load(open(out))
+s = r["sustained"]
+print(json.dumps({"target": target, "event": event, "sustained": s["deliveries_per_second"] or 0.0,
+                  "accept": r["deliveries_per_second"], "refused": s["refused_share"], "p99_ms": r["latency_ms"]["p99"],
+                  "drained": s["seconds_until_processed"] is not None}))
+PY
+}
+
+if [[ $SECTIONS == *sustained* ]]; then
+  for spec in push:push/payload.json pull_request:pull_request/opened.payload.json; do
+    event=${spec%%:*}
+    payload=$PWD/tests/fixtures/github-payloads/${spec#*:}
+    for run in $(seq "$SUSTAIN_RUNS"); do
+      for target in "${targets[@]}"; do
+        case $target in floor|postgres×2) continue ;; esac
+        echo "sustained run $run/$SUSTAIN_RUNS: $target, $event (${SUSTAIN_DURATION} s)" >&2
+        sustained "$target" "$event" "$payload"
+      done
+    done
+  done
+fi
 
 # End to end: every delivery makes one GitHub API call (a rule that labels:
 # an idempotent POST; comments are content-creating and GitHub's 80/min,
 # 500/h budget would pace the run to hours).
+if [[ $SECTIONS == *e2e* ]]; then
 cat >"$work/rules.toml" <<'TOML'
 [[rule]]
 name = "label"
@@ -214,48 +262,78 @@ done
 end=$(date +%s.%N)
 stats=$(python3 -c "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:$MOCK_PORT/_stats').read().decode())")
 kill -TERM "$e2e" "$mock"; wait "$e2e" "$mock" 2>/dev/null || true
+fi
 
-python3 - "$work/results" "$RUNS" "$DURATION" "$CONNECTIONS" "$start" "$end" "$stats" "$E2E_COUNT" "$GITHUB_CONCURRENCY" \
+touch "$work/results" "$work/sustained"
+python3 - "$work/sustained" "$SUSTAIN_DURATION" "$SUSTAIN_CAPACITY" "$CONNECTIONS" "$SUSTAIN_RUNS" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+if rows:
+    duration, capacity, conns, runs = sys.argv[2:6]
+    print(f"\nSUSTAINED: {duration} s of load per store and payload, WEBHOOKD_QUEUE_CAPACITY={capacity}, {conns} senders "
+          f"(webhookd send --sustained on CPU 1), server on CPU 0, no rules; median of {runs}; accepted and processed "
+          f"= every 2xx delivery processed, per second from the first request")
+    print(f"{'payload':<13} {'store':<9} {'accepted+processed/s':>21} {'x memory':>9} {'accept/s while sending':>23} "
+          f"{'refused':>8} {'p99 ms (all answers)':>21}")
+    for event in ("push", "pull_request"):
+        med = {}
+        for target in ("memory", "sqlite", "postgres"):
+            r = [x for x in rows if x["event"] == event and x["target"] == target]
+            if r:
+                med[target] = {k: statistics.median(x[k] for x in r) for k in ("sustained", "accept", "refused", "p99_ms")}
+                med[target]["drained"] = all(x["drained"] for x in r)
+        for target, m in med.items():
+            ratio = f"{m['sustained'] / med['memory']['sustained']:.2f}" if "memory" in med and med["memory"]["sustained"] else ""
+            note = "" if m["drained"] else "  NOT DRAINED within --drain-limit"
+            print(f"{event:<13} {target:<9} {m['sustained']:>21.0f} {ratio:>9} {m['accept']:>23.0f} "
+                  f"{m['refused'] * 100:>7.1f}% {m['p99_ms']:>21.2f}{note}")
+PY
+
+python3 - "$work/results" "$RUNS" "$DURATION" "$CONNECTIONS" "${start:-0}" "${end:-0}" "${stats:-}" "$E2E_COUNT" "$GITHUB_CONCURRENCY" \
   "${pg_version:-}" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
+if not rows and not sys.argv[7]:
+    sys.exit(0)
 runs, duration, conns, pg_version = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[10]
-targets = [t for t in ("floor", "memory", "sqlite", "postgres", "postgres×2") if any(x["target"] == t for x in rows)]
-print(f"\n{runs} alternated runs of {duration} s per target, {conns} connections, server on 1 core, wrk on another; medians")
-if pg_version:
-    print(f"PostgreSQL {pg_version}: a system service on the same machine, not pinned (it shares both cores with the "
-          f"server and wrk); a fresh database per measurement; postgres×2: two instances on one database, both on the "
-          f"server's core, each with {int(conns) // 2} connections from its own wrk, rates summed, p99 the worse of the two, "
-          f"RSS the larger; pg CPU: the bench database's backends, in cores")
-else:
-    print("PostgreSQL: not measured (no server answered)")
-print(f"{'payload':<13} {'server':<10} {'deliveries/s':>13} {'x floor':>8} {'x memory':>9} {'x sqlite':>9} {'p99 ms':>8} "
-      f"{'non-2xx':>8} {'idle RSS':>9} {'peak RSS':>9} {'wrk CPU':>8} {'pg CPU':>7}")
-short = []
-for event in ("push", "pull_request"):
-    med = {}
-    for target in targets:
-        r = [x for x in rows if x["event"] == event and x["target"] == target]
-        med[target] = {k: statistics.median(x[k] for x in r)
-                       for k in ("rate", "p99_ms", "idle_rss_kb", "peak_rss_kb", "load_cpu", "pg_cpu")}
-        med[target]["non_2xx"] = sum(x["non_2xx"] for x in r)
-        short += [(event, target, x["answered_2xx"], x["stored"]) for x in r if 0 <= x["stored"] < x["answered_2xx"]]
-    for target in targets:
-        m = med[target]
-        ratio = lambda base, shown: f"{m['rate'] / med[base]['rate']:.2f}" if target in shown else ""
-        pg_cpu = f"{m['pg_cpu'] * 100:>6.0f}%" if target.startswith("postgres") else ""
-        print(f"{event:<13} {target:<10} {m['rate']:>13.0f} {m['rate'] / med['floor']['rate']:>8.2f} "
-              f"{ratio('memory', ('sqlite', 'postgres', 'postgres×2')):>9} {ratio('sqlite', ('postgres', 'postgres×2')):>9} "
-              f"{m['p99_ms']:>8.2f} {m['non_2xx']:>8} "
-              f"{m['idle_rss_kb']/1024:>7.1f}MB {m['peak_rss_kb']/1024:>7.1f}MB {m['load_cpu']*100:>7.0f}% {pg_cpu:>7}")
-if pg_version:
-    print("every 2xx answer had its row in the database" if not short else
-          "FEWER ROWS THAN 2xx ANSWERS (duplicate ids?): " + "; ".join(f"{e} {t}: {a} answered, {s} stored" for e, t, a, s in short))
-stats = json.loads(sys.argv[7])
-elapsed = float(sys.argv[6]) - float(sys.argv[5])
-print(f"\nend to end: {sys.argv[8]} issues deliveries, one GitHub API call each: {elapsed:.2f} s until the mock had them all "
-      f"({int(sys.argv[8]) / elapsed:.0f} deliveries/s); {stats['api_connections']} TCP connections carried its "
-      f"{stats['requests']} API requests (cap WEBHOOKD_GITHUB_CONCURRENCY={sys.argv[9]}: "
-      f"{'within' if stats['api_connections'] <= int(sys.argv[9]) else 'EXCEEDED'}); "
-      f"{stats['connections']} accepted in all, the stats polls included")
+if rows:
+    targets = [t for t in ("floor", "memory", "sqlite", "postgres", "postgres×2") if any(x["target"] == t for x in rows)]
+    print(f"\n{runs} alternated runs of {duration} s per target, {conns} connections, server on 1 core, wrk on another; medians")
+    if pg_version:
+        print(f"PostgreSQL {pg_version}: a system service on the same machine, not pinned (it shares both cores with the "
+              f"server and wrk); a fresh database per measurement; postgres×2: two instances on one database, both on the "
+              f"server's core, each with {int(conns) // 2} connections from its own wrk, rates summed, p99 the worse of the two, "
+              f"RSS the larger; pg CPU: the bench database's backends, in cores")
+    else:
+        print("PostgreSQL: not measured (no server answered)")
+    print(f"{'payload':<13} {'server':<10} {'deliveries/s':>13} {'x floor':>8} {'x memory':>9} {'x sqlite':>9} {'p99 ms':>8} "
+          f"{'non-2xx':>8} {'idle RSS':>9} {'peak RSS':>9} {'wrk CPU':>8} {'pg CPU':>7}")
+    short = []
+    for event in ("push", "pull_request"):
+        med = {}
+        for target in targets:
+            r = [x for x in rows if x["event"] == event and x["target"] == target]
+            med[target] = {k: statistics.median(x[k] for x in r)
+                           for k in ("rate", "p99_ms", "idle_rss_kb", "peak_rss_kb", "load_cpu", "pg_cpu")}
+            med[target]["non_2xx"] = sum(x["non_2xx"] for x in r)
+            short += [(event, target, x["answered_2xx"], x["stored"]) for x in r if 0 <= x["stored"] < x["answered_2xx"]]
+        for target in targets:
+            m = med[target]
+            ratio = lambda base, shown: f"{m['rate'] / med[base]['rate']:.2f}" if target in shown else ""
+            pg_cpu = f"{m['pg_cpu'] * 100:>6.0f}%" if target.startswith("postgres") else ""
+            print(f"{event:<13} {target:<10} {m['rate']:>13.0f} {m['rate'] / med['floor']['rate']:>8.2f} "
+                  f"{ratio('memory', ('sqlite', 'postgres', 'postgres×2')):>9} {ratio('sqlite', ('postgres', 'postgres×2')):>9} "
+                  f"{m['p99_ms']:>8.2f} {m['non_2xx']:>8} "
+                  f"{m['idle_rss_kb']/1024:>7.1f}MB {m['peak_rss_kb']/1024:>7.1f}MB {m['load_cpu']*100:>7.0f}% {pg_cpu:>7}")
+    if pg_version:
+        print("every 2xx answer had its row in the database" if not short else
+              "FEWER ROWS THAN 2xx ANSWERS (duplicate ids?): " + "; ".join(f"{e} {t}: {a} answered, {s} stored" for e, t, a, s in short))
+if sys.argv[7]:
+    stats = json.loads(sys.argv[7])
+    elapsed = float(sys.argv[6]) - float(sys.argv[5])
+    print(f"\nend to end: {sys.argv[8]} issues deliveries, one GitHub API call each: {elapsed:.2f} s until the mock had them all "
+          f"({int(sys.argv[8]) / elapsed:.0f} deliveries/s); {stats['api_connections']} TCP connections carried its "
+          f"{stats['requests']} API requests (cap WEBHOOKD_GITHUB_CONCURRENCY={sys.argv[9]}: "
+          f"{'within' if stats['api_connections'] <= int(sys.argv[9]) else 'EXCEEDED'}); "
+          f"{stats['connections']} accepted in all, the stats polls included")
 PY

@@ -4,6 +4,7 @@
 mod architecture;
 mod client_scale;
 mod deliveries_postgres;
+mod docs_examples;
 mod durability;
 mod fairness;
 mod github;

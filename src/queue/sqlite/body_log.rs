@@ -3,7 +3,7 @@
 //! every changed page twice (to its WAL, then to the database at the next
 //! checkpoint), each with a checksum and two system calls, and a body spans
 //! several pages; here a whole batch of bodies is one sequential write. This
-//! was the store's largest cost (see README, Performance).
+//! was the store's largest cost (see docs/performance.md).
 //!
 //! A body is appended and synced before the row that points at it is
 //! committed, so a committed row always finds its body. Every start begins a
