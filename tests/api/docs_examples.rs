@@ -24,10 +24,6 @@ use tokio::process::Command;
 
 use crate::process::webhookd_bin;
 
-/// Docs other helpers are writing in parallel: links to them are allowed
-/// while the files do not exist yet. Empty this once they have landed.
-const PENDING_DOCS: &[&str] = &["docs/install.md"];
-
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -369,9 +365,7 @@ fn relative_links_resolve() {
                 if file.is_empty() { path.clone() } else { normalise(&path.parent().expect("a parent").join(file)) };
             let full = repo().join(&resolved);
             if !full.exists() {
-                if !PENDING_DOCS.iter().any(|pending| Path::new(pending) == resolved) {
-                    broken.push(format!("{}: {target}: no such file", path.display()));
-                }
+                broken.push(format!("{}: {target}: no such file", path.display()));
                 continue;
             }
             if !fragment.is_empty() && full.extension().is_some_and(|ext| ext == "md") {
