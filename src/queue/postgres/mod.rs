@@ -149,6 +149,8 @@ pub struct PostgresQueue {
     /// restart must not drain the whole deployment's backlog.
     closed: AtomicBool,
     ledger: Arc<ledger::PgLedger>,
+    /// The last counts read, answered while counting fails.
+    last_counts: Mutex<StateCounts>,
 }
 
 impl PostgresQueue {
@@ -199,6 +201,7 @@ impl PostgresQueue {
             tasks: Mutex::new(tasks),
             closed: AtomicBool::new(false),
             ledger,
+            last_counts: Mutex::new(StateCounts::default()),
         })
     }
 
@@ -626,13 +629,18 @@ impl DeliveryQueue for PostgresQueue {
     }
 
     async fn counts(&self) -> StateCounts {
-        match leases::counts(&self.shared).await {
-            Ok(counts) => counts,
+        let counted = leases::counts(&self.shared).await;
+        let mut last = self.last_counts.lock().unwrap_or_else(PoisonError::into_inner);
+        match counted {
+            Ok(counts) => *last = counts,
+            // Not zeros: a dip to zero and back would read as deliveries
+            // dying (the alert) once the server answers again.
             Err(e) => {
                 tracing::warn!(error = %describe(&e), "counting the shared queue failed");
-                StateCounts { queued: self.depth() as u64, ..StateCounts::default() }
+                last.queued = self.depth() as u64;
             }
         }
+        *last
     }
 
     fn write_error(&self) -> Option<String> {

@@ -10,13 +10,18 @@
 //! once no row points into it, so a segment can vanish between the copy of
 //! the database and the copy of the bodies. Only pruning deletes rows, and it
 //! deletes finished ones, so the copy's rows pointing into a vanished segment
-//! are finished deliveries the store no longer has: they are left out of the
-//! backup, and the report says how many. An unfinished row whose segment is
-//! gone means a damaged store: the backup fails.
+//! are deliveries the live store no longer has: they are left out of the
+//! backup, and the report says how many. A row whose segment is gone while
+//! the live store still holds it means a damaged store: the backup fails.
 //!
-//! Nothing looks complete until it is: the copy is written under a hidden
-//! `.partial` name in DEST's folder, synced, and renamed to DEST last (its
-//! body folder just before it). A failed backup removes what it wrote.
+//! A stopped store (no `-wal` beside it) is read without locks; should a
+//! daemon start and write to it during the copy, the copy is thrown away and
+//! taken again, as of a live store.
+//!
+//! Nothing looks complete until it is: the copy is written in a private
+//! (0700) folder made for it in DEST's folder, synced, and renamed to DEST
+//! last (its body folder just before it). A failed backup removes what it
+//! wrote.
 
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
 use std::io::{self, Read};
@@ -81,16 +86,23 @@ pub(super) fn backup_with(
     let Some(name) = dest.file_name().and_then(|n| n.to_str()) else {
         return Err(BackupError::Usage(format!("{}: not a file name", dest.display())));
     };
-    let source_conn = admin::open_read_only(source).map_err(|e| BackupError::Usage(e.to_string()))?;
-
+    let scratch = folder.join(format!(".{name}.partial-{}-{:08x}", std::process::id(), fastrand::u32(..)));
+    // Made here, private and new: no one else can have put files where
+    // SQLite will open the copy's journal and WAL.
+    DirBuilder::new()
+        .mode(DIR_MODE)
+        .create(&scratch)
+        .and_then(|()| fs::set_permissions(&scratch, Permissions::from_mode(DIR_MODE)))
+        .map_err(|e| BackupError::Failed(format!("{}: {e}", scratch.display())))?;
     let mut partial = Partial {
-        db: folder.join(format!(".{name}.partial-{}", std::process::id())),
-        bodies: folder.join(format!(".{name}.bodies.partial-{}", std::process::id())),
+        db: scratch.join(name),
+        bodies: body_log::dir_for(&scratch.join(name)),
+        scratch,
         renamed_bodies: None,
         complete: false,
     };
     let made = (|| {
-        let report = write(&source_conn, &body_log::dir_for(source), &partial, after_snapshot)?;
+        let report = write(source, &partial, after_snapshot)?;
         let failed = |what: &str, e: io::Error| BackupError::Failed(format!("{what}: {e}"));
         fs::rename(&partial.bodies, &dest_bodies)
             .map_err(|e| failed(&format!("cannot rename to {}", dest_bodies.display()), e))?;
@@ -105,12 +117,16 @@ pub(super) fn backup_with(
     })();
     if made.is_err() && !partial.complete {
         partial.remove();
+    } else {
+        let _ = fs::remove_dir_all(&partial.scratch);
     }
     made
 }
 
 /// What an unfinished backup wrote, removed if it fails.
 struct Partial {
+    /// The private folder the copy is written in.
+    scratch: PathBuf,
     db: PathBuf,
     bodies: PathBuf,
     /// The body folder once renamed to its final name (the database not yet).
@@ -126,20 +142,28 @@ impl Partial {
             path.push(side);
             let _ = fs::remove_file(PathBuf::from(path));
         }
-        let _ = fs::remove_dir_all(&self.bodies);
+        let _ = fs::remove_dir_all(&self.scratch);
         if let Some(bodies) = &self.renamed_bodies {
             let _ = fs::remove_dir_all(bodies);
         }
     }
 }
 
+/// The source file as it was when a stopped store was opened without locks.
+fn stopped_state(path: &Path) -> Option<(u64, std::time::SystemTime, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut wal = path.as_os_str().to_os_string();
+    wal.push("-wal");
+    if Path::new(&wal).exists() {
+        return None;
+    }
+    let meta = fs::metadata(path).ok()?;
+    Some((meta.len(), meta.modified().ok()?, meta.ino()))
+}
+
 /// Writes the database and its bodies under their partial names, synced.
-fn write(
-    source: &Connection,
-    source_bodies: &Path,
-    partial: &Partial,
-    after_snapshot: impl FnOnce(),
-) -> Result<BackupReport, BackupError> {
+fn write(source_path: &Path, partial: &Partial, after_snapshot: impl FnOnce()) -> Result<BackupReport, BackupError> {
+    let source_bodies = &body_log::dir_for(source_path);
     let db_failed = |e: rusqlite::Error| BackupError::Failed(format!("{}: {}", partial.db.display(), describe(&e)));
     let io_failed = |path: &Path, e: io::Error| BackupError::Failed(format!("{}: {e}", path.display()));
 
@@ -152,7 +176,23 @@ fn write(
         .and_then(|f| make_private(&f, FILE_MODE))
         .map_err(|e| io_failed(&partial.db, e))?;
     let mut copy = Connection::open(&partial.db).map_err(db_failed)?;
-    snapshot(source, &mut copy).map_err(|e| BackupError::Failed(format!("copying the database failed: {e}")))?;
+    // A few tries: only a daemon starting on a stopped store mid-copy needs another.
+    let mut tries = 0;
+    let source = loop {
+        tries += 1;
+        let before = stopped_state(source_path);
+        let source = admin::open_read_only(source_path).map_err(|e| BackupError::Usage(e.to_string()))?;
+        snapshot(&source, &mut copy).map_err(|e| BackupError::Failed(format!("copying the database failed: {e}")))?;
+        if before.is_none() || before == stopped_state(source_path) {
+            break source;
+        }
+        if tries == 3 {
+            return Err(BackupError::Failed(format!(
+                "{} kept changing while it was read without locks; try again",
+                source_path.display()
+            )));
+        }
+    };
     after_snapshot();
 
     DirBuilder::new()
@@ -177,7 +217,7 @@ fn write(
             }
         }
     }
-    report.left_out = leave_out_pruned(&copy, &vanished)?;
+    report.left_out = leave_out_pruned(&copy, &source, &vanished)?;
     report.counts = count_states(&copy).map_err(db_failed)?;
     copy.close().map_err(|(_, e)| db_failed(e))?;
 
@@ -243,27 +283,33 @@ fn copy_segment(from: &Path, to: &Path, segment: i64, end: u64) -> io::Result<()
 }
 
 /// Deletes from the copy the rows whose segment vanished (see the module
-/// comment); returns how many. Fails if any of them is unfinished.
-fn leave_out_pruned(copy: &Connection, vanished: &[i64]) -> Result<usize, BackupError> {
+/// comment), once the live store confirms they were pruned; returns how
+/// many. Fails if the live store still holds any of them.
+fn leave_out_pruned(copy: &Connection, live: &Connection, vanished: &[i64]) -> Result<usize, BackupError> {
     if vanished.is_empty() {
         return Ok(0);
     }
     let failed = |e: rusqlite::Error| BackupError::Failed(describe(&e));
     let list = serde_json::to_string(vanished).unwrap_or_else(|_| "[]".into());
     const IN_VANISHED: &str = "body_segment IN (SELECT value FROM json_each(?1))";
-    let unfinished: Vec<String> = copy
-        .prepare(&format!(
-            "SELECT delivery_id FROM deliveries WHERE {IN_VANISHED} AND state NOT IN ('done', 'dead') ORDER BY seq"
-        ))
+    let ids: Vec<String> = copy
+        .prepare(&format!("SELECT delivery_id FROM deliveries WHERE {IN_VANISHED} ORDER BY seq"))
         .and_then(|mut s| s.query_map([&list], |r| r.get(0))?.collect())
         .map_err(failed)?;
-    if !unfinished.is_empty() {
+    let mut held = live.prepare("SELECT 1 FROM deliveries WHERE delivery_id = ?1").map_err(failed)?;
+    let mut still_held = Vec::new();
+    for id in &ids {
+        if held.exists([id]).map_err(failed)? {
+            still_held.push(id.as_str());
+        }
+    }
+    if !still_held.is_empty() {
         return Err(BackupError::Failed(format!(
-            "the bodies of {} unfinished deliveries are missing from the store's body log (segments {}): the \
+            "the bodies of {} deliveries the store holds are missing from its body log (segments {}): the \
              store is damaged; run `webhookd store verify` on it. First ones: {}",
-            unfinished.len(),
+            still_held.len(),
             vanished.iter().map(i64::to_string).collect::<Vec<_>>().join(", "),
-            unfinished.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+            still_held.iter().take(5).copied().collect::<Vec<_>>().join(", ")
         )));
     }
     copy.execute(&format!("DELETE FROM deliveries WHERE {IN_VANISHED}"), [&list]).map_err(failed)

@@ -103,6 +103,8 @@ pub struct SqliteQueue {
     /// Held while this process owns the database; released by `shutdown`.
     lock: Mutex<Option<Flock<File>>>,
     ledger: Arc<ledger::SqliteLedger>,
+    /// The last counts read, answered while counting fails.
+    last_counts: Mutex<StateCounts>,
 }
 
 impl SqliteQueue {
@@ -191,6 +193,7 @@ impl SqliteQueue {
             started: Instant::now(),
             lock: Mutex::new(Some(lock)),
             ledger: Arc::new(ledger),
+            last_counts: Mutex::new(StateCounts::default()),
         })
     }
 
@@ -530,10 +533,14 @@ impl DeliveryQueue for SqliteQueue {
             admin::count_states(&reader.lock().unwrap_or_else(PoisonError::into_inner))
         })
         .await;
+        let mut last = self.last_counts.lock().unwrap_or_else(PoisonError::into_inner);
         match counted {
-            Ok(Ok(counts)) => counts,
-            _ => StateCounts { queued: self.depth() as u64, ..StateCounts::default() },
+            Ok(Ok(counts)) => *last = counts,
+            // Not zeros: a dip to zero and back would read as deliveries
+            // dying (the alert) once counting works again.
+            _ => last.queued = self.depth() as u64,
         }
+        *last
     }
 
     async fn shutdown(&self) {
