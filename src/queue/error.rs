@@ -24,8 +24,10 @@ pub enum StoreError {
 }
 
 /// What failed underneath a store operation. Its words are the whole
-/// message (no `source()` chain), so a log line says it once.
-#[derive(Debug, thiserror::Error)]
+/// message (no `source()` chain), so a log line says it once; `Debug` is
+/// the same words, so no raw driver error (which could quote a connection
+/// parameter) reaches a log by way of `{:?}`.
+#[derive(thiserror::Error)]
 pub enum Cause {
     #[error("{}", super::sqlite::describe(.0))]
     Sqlite(rusqlite::Error),
@@ -44,6 +46,12 @@ pub enum Cause {
     /// not a webhookd database, a missing file, an unexpected answer.
     #[error("{0}")]
     Refused(String),
+}
+
+impl std::fmt::Debug for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Cause({self})")
+    }
 }
 
 impl Cause {

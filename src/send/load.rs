@@ -103,7 +103,7 @@ pub async fn load(
         .build()
         .context("building the HTTP client")?;
     let baseline = match &plan.sustained {
-        Some(sustained) => Some(processed::finished(&client, &sustained.metrics_url).await?),
+        Some(sustained) => Some(processed::idle_baseline(&client, &sustained.metrics_url).await?),
         None => None,
     };
     let issued = Arc::new(AtomicU64::new(0));

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 /// How often the count is read while waiting for it.
-const POLL: Duration = Duration::from_millis(20);
+/// (Each read costs the daemon a count of its store: not more often.)
+const POLL: Duration = Duration::from_millis(250);
 /// Largest `/metrics` answer read (a daemon's is a few tens of KiB).
 const MAX_METRICS_BYTES: usize = 8 * 1024 * 1024;
 const FINAL_OUTCOMES: [&str; 3] = ["ok", "dead", "failed"];
@@ -34,6 +35,16 @@ pub fn finished_in(exposition: &str) -> u64 {
         .sum()
 }
 
+/// Deliveries waiting in a Prometheus text exposition (`webhookd_queue_depth`).
+pub fn waiting_in(exposition: &str) -> u64 {
+    exposition
+        .lines()
+        .filter_map(|line| line.strip_prefix("webhookd_queue_depth "))
+        .filter_map(|value| value.trim().parse::<f64>().ok())
+        .map(|value| value as u64)
+        .sum()
+}
+
 /// Reads the daemon's finished count now.
 pub async fn finished(client: &reqwest::Client, metrics_url: &str) -> anyhow::Result<u64> {
     let response = client.get(metrics_url).send().await.with_context(|| format!("cannot read {metrics_url}"))?;
@@ -45,6 +56,23 @@ pub async fn finished(client: &reqwest::Client, metrics_url: &str) -> anyhow::Re
     }
     let text = response.text().await.with_context(|| format!("reading {metrics_url}"))?;
     Ok(finished_in(&text))
+}
+
+/// Reads the daemon's finished count, after checking that nothing waits:
+/// work already queued would finish during the run and be counted as ours.
+pub async fn idle_baseline(client: &reqwest::Client, metrics_url: &str) -> anyhow::Result<u64> {
+    let response = client.get(metrics_url).send().await.with_context(|| format!("cannot read {metrics_url}"))?;
+    if !response.status().is_success() {
+        anyhow::bail!("{metrics_url} answered HTTP {}", response.status().as_u16());
+    }
+    let text = response.text().await.with_context(|| format!("reading {metrics_url}"))?;
+    match waiting_in(&text) {
+        0 => Ok(finished_in(&text)),
+        waiting => anyhow::bail!(
+            "the daemon has {waiting} deliveries waiting: a sustained measurement counts what it finishes, so it \
+             needs an idle daemon (let it drain first)"
+        ),
+    }
 }
 
 /// Waits until the daemon has finished at least `target` deliveries, for at
@@ -84,6 +112,8 @@ mod tests {
             webhookd_deliveries_received_total{event=\"push\"} 999\n";
         assert_eq!(finished_in(text), 126);
         assert_eq!(finished_in(""), 0);
+        assert_eq!(waiting_in("# TYPE webhookd_queue_depth gauge\nwebhookd_queue_depth 17\n"), 17);
+        assert_eq!(waiting_in(text), 0);
     }
 
     #[test]

@@ -82,6 +82,34 @@ fn used_modules(source: &str) -> BTreeSet<String> {
     used
 }
 
+/// Top-level modules reached by `super::` chains from the module at
+/// `module` (its path below `src/`, e.g. `["rules", "compile"]`).
+fn super_uses(source: &str, module: &[String]) -> BTreeSet<String> {
+    let ident = |s: &str| s.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect::<String>();
+    let mut used = BTreeSet::new();
+    let mut rest = source;
+    while let Some(at) = rest.find("super::") {
+        let before = rest[..at].chars().next_back();
+        let mut tail = &rest[at..];
+        rest = &rest[at + "super::".len()..];
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
+            continue; // the middle of a chain, counted from its start
+        }
+        let mut ups = 0;
+        while let Some(after) = tail.strip_prefix("super::") {
+            ups += 1;
+            tail = after;
+        }
+        let Some(kept) = module.len().checked_sub(ups) else { continue };
+        let name = ident(tail);
+        let top = if kept == 0 { name } else { module[0].clone() };
+        if !top.is_empty() {
+            used.insert(top);
+        }
+    }
+    used
+}
+
 fn module_graph(src: &Path) -> Graph {
     let mut files = Vec::new();
     rust_files(src, &mut files);
@@ -106,8 +134,15 @@ fn module_graph(src: &Path) -> Graph {
             continue;
         }
         let source = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        // The module path: `a/b.rs` and `a/b/mod.rs` are both `a::b`.
+        let mut module: Vec<String> =
+            relative.with_extension("").iter().filter_map(|c| c.to_str()).map(str::to_owned).collect();
+        if module.last().is_some_and(|last| last == "mod") {
+            module.pop();
+        }
+        let code = without_tests(&source);
         let deps = graph.entry(top.to_owned()).or_default();
-        deps.extend(used_modules(without_tests(&source)).into_iter().filter(|m| m != top));
+        deps.extend(used_modules(code).into_iter().chain(super_uses(code, &module)).filter(|m| m != top));
     }
     graph
 }
@@ -194,6 +229,10 @@ fn the_scanner_sees_grouped_uses_and_cycles() {
     graph.insert("b".into(), BTreeSet::from(["c".into()]));
     graph.insert("c".into(), BTreeSet::new());
     assert_eq!(find_cycle(&graph), None);
+    let module = ["rules".to_owned(), "compile".to_owned()];
+    let used =
+        super_uses("use super::super::config::Env; use super::plan; fn f() { super::super::github::x() }", &module);
+    assert_eq!(used, BTreeSet::from(["config".to_owned(), "github".to_owned(), "rules".to_owned()]));
     graph.get_mut("c").expect("c").insert("a".into());
     assert_eq!(find_cycle(&graph).map(|c| c.join(" ")), Some("a b c a".into()));
 }

@@ -15,7 +15,7 @@ use crate::process::run_webhookd;
 /// far behind the answers.
 struct SlowHandler;
 
-const PER_DELIVERY: Duration = Duration::from_millis(20);
+const PER_DELIVERY: Duration = Duration::from_millis(40);
 const COUNT: u64 = 50;
 
 #[async_trait]
@@ -55,7 +55,7 @@ async fn sustained_load_waits_until_everything_accepted_is_processed() {
     let sustained = &report["sustained"];
     assert_eq!(sustained["accepted"], COUNT, "{report}");
     assert_eq!(sustained["refused_share"], 0.0, "{report}");
-    // One worker at 20 ms a delivery cannot have finished 50 in under 1 s:
+    // One worker at 40 ms a delivery cannot have finished 50 in under 2 s:
     // a report that did not wait for processing would be shorter.
     let seconds = sustained["seconds_until_processed"].as_f64().expect("all processed");
     let least = (PER_DELIVERY * COUNT as u32).as_secs_f64();
@@ -74,6 +74,11 @@ async fn sustained_load_fails_when_processing_outlasts_the_drain_limit() {
     let (code, out) = send_sustained(&format!("{}/webhook", app.address), &["--drain-limit", "100ms"]).await;
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("NOT all processed within --drain-limit 100ms"), "{out}");
+    // About 2 s of processing is still queued: a new measurement would
+    // count it as its own, so it is refused.
+    let (code, out) = send_sustained(&format!("{}/webhook", app.address), &[]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("deliveries waiting") && out.contains("needs an idle daemon"), "{out}");
     let file = fixtures_dir().join("push/payload.json");
     let (code, out) = run_webhookd(
         &[
