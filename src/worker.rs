@@ -3,6 +3,14 @@
 //! client. A failing or panicking handler is logged with the delivery id and
 //! counted; the worker goes on with the next delivery.
 //!
+//! A worker does not wait for its outcome to be recorded before it takes the
+//! next delivery: with a durable store, recording is a commit, and a worker
+//! waiting on each one processed no faster than the store committed
+//! (measured: two workers held the SQLite store's sustained rate to 0.29 of
+//! memory's, with 21% of deliveries refused). Up to `OUTCOMES_PER_WORKER`
+//! outcomes are being recorded per worker; a worker waits for all of its
+//! own before it stops.
+//!
 //! Draining: once the queue is closed, workers finish what is queued and stop.
 //! If the drain deadline passes first, workers are aborted and every delivery
 //! they held or left waiting is reported by id.
@@ -13,6 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -21,6 +30,9 @@ use crate::github::GitHub;
 use crate::handler::{Handler, HandlerError};
 use crate::queue::{DeliveryQueue, Outcome, Settled};
 use crate::telemetry::metrics::Metrics;
+
+/// Outcomes a worker may have being recorded at once, before it waits.
+const OUTCOMES_PER_WORKER: usize = 64;
 
 /// Everything a worker shares with the others.
 #[derive(Clone)]
@@ -111,16 +123,34 @@ impl WorkerPool {
 
 async fn run_worker(index: usize, ctx: WorkerContext, in_flight: InFlight) {
     tracing::debug!(worker = index, "worker started");
+    let mut recording = JoinSet::new();
     while let Some(delivery) = ctx.queue.next().await {
         in_flight.lock().unwrap_or_else(PoisonError::into_inner).insert(index, (delivery.id().clone(), Instant::now()));
-        process(&ctx, &delivery).await;
+        let (record, deferred) = process(&ctx, delivery).await;
         in_flight.lock().unwrap_or_else(PoisonError::into_inner).remove(&index);
+        if deferred {
+            // Recording a deferral pauses its credential in the queue: done
+            // before the next claim, or that claim could be the paused
+            // credential's too and run into the pause.
+            record.await;
+            continue;
+        }
+        while recording.try_join_next().is_some() {}
+        if recording.len() >= OUTCOMES_PER_WORKER {
+            recording.join_next().await;
+        }
+        recording.spawn(record);
     }
+    // Every outcome recorded before the worker counts as stopped: the
+    // shutdown closes the store only after.
+    while recording.join_next().await.is_some() {}
     tracing::debug!(worker = index, "worker stopped: queue closed and empty");
 }
 
-/// Runs the handler on one delivery and records the outcome.
-async fn process(ctx: &WorkerContext, delivery: &Delivery) {
+/// Runs the handler on one delivery; returns the recording of its outcome,
+/// and whether it is a deferral (its credential paused).
+async fn process(ctx: &WorkerContext, delivery: Delivery) -> (BoxFuture<'static, ()>, bool) {
+    let delivery = &delivery;
     ctx.hooks.saw(delivery);
     let span = tracing::info_span!(
         "delivery",
@@ -153,44 +183,55 @@ async fn process(ctx: &WorkerContext, delivery: &Delivery) {
         }
         Outcome::Retry(e) | Outcome::Failed(e) => Some(e.clone()),
     };
-    let settled = ctx.queue.finish(delivery, outcome).await;
-    span.in_scope(|| {
-        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        match (settled, error) {
-            (Settled::Done, _) => tracing::debug!(elapsed_ms, "delivery processed"),
-            (Settled::Retrying(wait), error) => {
-                tracing::warn!(
-                    error,
+    let deferred = matches!(outcome, Outcome::Deferred { .. });
+    let ctx = ctx.clone();
+    let delivery = delivery.clone();
+    let event = event.to_owned();
+    let record = async move {
+        let delivery = &delivery;
+        let ctx = &ctx;
+        let event = event.as_str();
+        let settled = ctx.queue.finish(delivery, outcome).await;
+        span.in_scope(|| {
+            let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            match (settled, error) {
+                (Settled::Done, _) => tracing::debug!(elapsed_ms, "delivery processed"),
+                (Settled::Retrying(wait), error) => {
+                    tracing::warn!(
+                        error,
+                        attempt = delivery.attempt,
+                        retry_in_ms = wait.as_millis() as u64,
+                        "attempt failed; will retry"
+                    )
+                }
+                (Settled::Deferred(wait), error) => tracing::info!(
+                    reason = error,
                     attempt = delivery.attempt,
-                    retry_in_ms = wait.as_millis() as u64,
-                    "attempt failed; will retry"
-                )
+                    due_in_ms = wait.as_millis() as u64,
+                    "GitHub credential paused: delivery deferred, attempt not spent"
+                ),
+                (Settled::Dead, error) => {
+                    tracing::error!(error, attempt = delivery.attempt, "attempts spent; delivery is dead")
+                }
+                (Settled::Failed, error) => {
+                    tracing::error!(error, attempt = delivery.attempt, "delivery failed for good; dead")
+                }
             }
-            (Settled::Deferred(wait), error) => tracing::info!(
-                reason = error,
-                attempt = delivery.attempt,
-                due_in_ms = wait.as_millis() as u64,
-                "GitHub credential paused: delivery deferred, attempt not spent"
-            ),
-            (Settled::Dead, error) => {
-                tracing::error!(error, attempt = delivery.attempt, "attempts spent; delivery is dead")
-            }
-            (Settled::Failed, error) => {
-                tracing::error!(error, attempt = delivery.attempt, "delivery failed for good; dead")
-            }
+        });
+        ctx.metrics.deliveries_processed.with_label_values(&[event, settled.label()]).inc();
+        let total = match settled {
+            Settled::Done => Some(&ctx.metrics.totals.ok),
+            Settled::Retrying(_) => Some(&ctx.metrics.totals.retried),
+            Settled::Dead | Settled::Failed => Some(&ctx.metrics.totals.failed),
+            // Not an attempt: the delivery comes back as it was.
+            Settled::Deferred(_) => None,
+        };
+        if let Some(total) = total {
+            total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-    });
-    ctx.metrics.deliveries_processed.with_label_values(&[event, settled.label()]).inc();
-    let total = match settled {
-        Settled::Done => Some(&ctx.metrics.totals.ok),
-        Settled::Retrying(_) => Some(&ctx.metrics.totals.retried),
-        Settled::Dead | Settled::Failed => Some(&ctx.metrics.totals.failed),
-        // Not an attempt: the delivery comes back as it was.
-        Settled::Deferred(_) => None,
-    };
-    if let Some(total) = total {
-        total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
+    .boxed();
+    (record, deferred)
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
