@@ -463,9 +463,8 @@ impl DeliveryQueue for SqliteQueue {
             Outcome::Failed(error) => (Settle::Dead { error }, Settled::Failed),
         };
         let delivery_id = delivery.id().to_string();
-        // Waiting for the commit also paces processing: on a shared core,
-        // unpaced outcomes crowd out the accepts in the writer (measured: not
-        // waiting cost a quarter of the accept throughput).
+        // Returns once committed; workers do not wait for it (worker.rs), so
+        // a batch of outcomes shares one commit.
         // A failed commit (the database briefly locked by an operator's
         // command, say) is tried again before falling back on crash recovery,
         // which would run the delivery again at the next start.
