@@ -149,8 +149,8 @@ async fn run_worker(index: usize, ctx: WorkerContext, in_flight: InFlight) {
 
 /// Runs the handler on one delivery; returns the recording of its outcome,
 /// and whether it is a deferral (its credential paused).
-async fn process(ctx: &WorkerContext, delivery: Delivery) -> (BoxFuture<'static, ()>, bool) {
-    let delivery = &delivery;
+async fn process(ctx: &WorkerContext, owned: Delivery) -> (BoxFuture<'static, ()>, bool) {
+    let delivery = &owned;
     ctx.hooks.saw(delivery);
     let span = tracing::info_span!(
         "delivery",
@@ -185,8 +185,8 @@ async fn process(ctx: &WorkerContext, delivery: Delivery) -> (BoxFuture<'static,
     };
     let deferred = matches!(outcome, Outcome::Deferred { .. });
     let ctx = ctx.clone();
-    let delivery = delivery.clone();
     let event = event.to_owned();
+    let delivery = owned;
     let record = async move {
         let delivery = &delivery;
         let ctx = &ctx;

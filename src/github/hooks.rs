@@ -7,7 +7,6 @@
 //! JWT and remembered (`installs`). Every call goes through `send`: pacing,
 //! rate limits, pauses, retries and metrics as for any other request.
 
-use std::fmt;
 use std::time::SystemTime;
 
 use reqwest::Method;
@@ -15,6 +14,7 @@ use serde::Deserialize;
 
 use super::client::{GitHub, Reply, Request, RunAs, route_template};
 use super::error::GitHubError;
+use crate::config::HookSpec;
 
 /// Deliveries asked for per page (GitHub's most).
 const PER_PAGE: u32 = 100;
@@ -22,33 +22,10 @@ const PER_PAGE: u32 = 100;
 /// repository names are at most 100 characters, logins 39).
 const MAX_NAME_CHARS: usize = 100;
 
-/// A webhook whose deliveries GitHub keeps.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum HookTarget {
-    /// The GitHub App's own webhook (App authentication only).
-    App,
-    Org {
-        org: String,
-        hook_id: u64,
-    },
-    /// `repo` is `owner/name`.
-    Repo {
-        repo: String,
-        hook_id: u64,
-    },
-}
-
-impl fmt::Display for HookTarget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::App => f.write_str("the App's webhook"),
-            Self::Org { org, hook_id } => write!(f, "webhook {hook_id} of organisation {org}"),
-            Self::Repo { repo, hook_id } => write!(f, "webhook {hook_id} of repository {repo}"),
-        }
-    }
-}
-
-impl HookTarget {
+/// What a watched webhook means to the GitHub API: its path, and whose
+/// installation may call on it. (The hook itself, as the operator writes
+/// it, is `config::HookSpec`.)
+impl HookSpec {
     /// The hook's path below the API URL.
     fn path(&self) -> Result<String, GitHubError> {
         Ok(match self {
@@ -141,7 +118,7 @@ impl GitHub {
     /// or may not be read answers `GitHubError::Status` 404 (under App
     /// authentication, also when the App is not installed on the hook's
     /// account or repository), a refusal 403 (`rate_limited` false).
-    pub async fn hook_deliveries(&self, hook: &HookTarget, page: Option<&str>) -> Result<DeliveriesPage, GitHubError> {
+    pub async fn hook_deliveries(&self, hook: &HookSpec, page: Option<&str>) -> Result<DeliveriesPage, GitHubError> {
         let mut path = format!("{}/deliveries?per_page={PER_PAGE}", hook.path()?);
         if let Some(cursor) = page {
             path.push_str("&cursor=");
@@ -167,7 +144,7 @@ impl GitHub {
     /// 202). Sent as idempotent (retried after a timeout or 5xx, no content
     /// budget spent): a second redelivery reaches webhookd with the same
     /// `X-GitHub-Delivery`, which it deduplicates. Dry run: logged only.
-    pub async fn redeliver(&self, hook: &HookTarget, delivery_id: u64) -> Result<(), GitHubError> {
+    pub async fn redeliver(&self, hook: &HookSpec, delivery_id: u64) -> Result<(), GitHubError> {
         let path = format!("{}/deliveries/{delivery_id}/attempts", hook.path()?);
         self.on_hook(hook, &Request::new(Method::POST, &path, None).idempotent()).await.map(drop)
     }
@@ -175,12 +152,12 @@ impl GitHub {
     /// Whether this client's credential can read `hook`'s deliveries at all:
     /// the App's own webhook needs App authentication, and a dry run reads
     /// nothing. (Whether GitHub grants it shows on the first call.)
-    pub fn can_read(&self, hook: &HookTarget) -> bool {
-        !self.is_dry_run() && (self.is_app() || *hook != HookTarget::App)
+    pub fn can_read(&self, hook: &HookSpec) -> bool {
+        !self.is_dry_run() && (self.is_app() || *hook != HookSpec::App)
     }
 
     /// Sends `request` as whoever may call on `hook`.
-    async fn on_hook(&self, hook: &HookTarget, request: &Request<'_>) -> Result<Reply, GitHubError> {
+    async fn on_hook(&self, hook: &HookSpec, request: &Request<'_>) -> Result<Reply, GitHubError> {
         let lookup = hook.installation_lookup()?;
         let run_as = match &lookup {
             None => RunAs::App,

@@ -39,6 +39,6 @@ pub use credential::CredentialKey;
 pub use deployment::{DeploymentLimits, PauseListener};
 pub use error::GitHubError;
 pub use forward::MAX_FORWARD_ANSWER_BYTES;
-pub use hooks::{DeliveriesPage, HookDelivery, HookTarget};
+pub use hooks::{DeliveriesPage, HookDelivery};
 pub use limits::PauseReason;
 pub use wire::{ACCEPT_JSON as ACCEPT, API_VERSION, WEBHOOKD_AGENT as USER_AGENT};

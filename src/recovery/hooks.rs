@@ -9,7 +9,6 @@ use std::sync::{Mutex, PoisonError};
 
 pub use crate::config::HookSpec;
 use crate::delivery::Delivery;
-use crate::github::HookTarget;
 
 /// Hooks learned and not yet written to the store, at most: a flood of
 /// deliveries naming made-up hooks cannot grow memory.
@@ -31,14 +30,6 @@ impl HookSpec {
                 Self::parse(&format!("org:{org}:{hook_id}")).ok()
             }
             _ => None,
-        }
-    }
-
-    pub fn target(&self) -> HookTarget {
-        match self {
-            Self::App => HookTarget::App,
-            Self::Org { org, hook_id } => HookTarget::Org { org: org.clone(), hook_id: *hook_id },
-            Self::Repo { repo, hook_id } => HookTarget::Repo { repo: repo.clone(), hook_id: *hook_id },
         }
     }
 }

@@ -70,7 +70,7 @@ impl Recovery {
         }
         let mut watched: Vec<Watched> = Vec::new();
         let mut add = |spec: HookSpec, source| {
-            if self.github.can_read(&spec.target()) && !watched.iter().any(|w| w.spec == spec) {
+            if self.github.can_read(&spec) && !watched.iter().any(|w| w.spec == spec) {
                 watched.push(Watched { hook: spec.to_string(), source, spec });
             }
         };

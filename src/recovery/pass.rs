@@ -92,12 +92,11 @@ async fn examine(
             None => oldest_allowed,
         },
     };
-    let target = hook.target();
     let mut events: BTreeMap<String, Vec<Attempt>> = BTreeMap::new();
     let mut newest = None::<i64>;
     let mut next: Option<String> = None;
     loop {
-        let page = github.hook_deliveries(&target, next.as_deref()).await.map_err(|e| e.to_string())?;
+        let page = github.hook_deliveries(hook, next.as_deref()).await.map_err(|e| e.to_string())?;
         report.pages += 1;
         let mut reached_floor = false;
         for item in page.items {
@@ -136,7 +135,7 @@ async fn examine(
                 tracing::info!(hook = %spec, delivery.id = %guid, attempt, "dry run: would ask GitHub to redeliver");
                 report.requested += 1;
             }
-            Verdict::Redeliver { attempt } => match github.redeliver(&target, attempt).await {
+            Verdict::Redeliver { attempt } => match github.redeliver(hook, attempt).await {
                 Ok(()) => {
                     // Recorded once GitHub accepted it: a request that failed is asked again next pass.
                     ledger.record_request(&spec, guid, now_ms).await.map_err(|e| e.to_string())?;

@@ -45,8 +45,8 @@ pub fn waiting_in(exposition: &str) -> u64 {
         .sum()
 }
 
-/// Reads the daemon's finished count now.
-pub async fn finished(client: &reqwest::Client, metrics_url: &str) -> anyhow::Result<u64> {
+/// The daemon's `/metrics` text.
+async fn exposition(client: &reqwest::Client, metrics_url: &str) -> anyhow::Result<String> {
     let response = client.get(metrics_url).send().await.with_context(|| format!("cannot read {metrics_url}"))?;
     if !response.status().is_success() {
         anyhow::bail!("{metrics_url} answered HTTP {}", response.status().as_u16());
@@ -54,18 +54,18 @@ pub async fn finished(client: &reqwest::Client, metrics_url: &str) -> anyhow::Re
     if response.content_length().is_some_and(|n| n > MAX_METRICS_BYTES as u64) {
         anyhow::bail!("{metrics_url} is larger than {MAX_METRICS_BYTES} bytes");
     }
-    let text = response.text().await.with_context(|| format!("reading {metrics_url}"))?;
-    Ok(finished_in(&text))
+    response.text().await.with_context(|| format!("reading {metrics_url}"))
+}
+
+/// Reads the daemon's finished count now.
+pub async fn finished(client: &reqwest::Client, metrics_url: &str) -> anyhow::Result<u64> {
+    Ok(finished_in(&exposition(client, metrics_url).await?))
 }
 
 /// Reads the daemon's finished count, after checking that nothing waits:
 /// work already queued would finish during the run and be counted as ours.
 pub async fn idle_baseline(client: &reqwest::Client, metrics_url: &str) -> anyhow::Result<u64> {
-    let response = client.get(metrics_url).send().await.with_context(|| format!("cannot read {metrics_url}"))?;
-    if !response.status().is_success() {
-        anyhow::bail!("{metrics_url} answered HTTP {}", response.status().as_u16());
-    }
-    let text = response.text().await.with_context(|| format!("reading {metrics_url}"))?;
+    let text = exposition(client, metrics_url).await?;
     match waiting_in(&text) {
         0 => Ok(finished_in(&text)),
         waiting => anyhow::bail!(

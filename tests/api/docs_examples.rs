@@ -20,9 +20,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use tokio::process::Command;
-
-use crate::process::webhookd_bin;
+use crate::process::run_webhookd_in;
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -105,20 +103,6 @@ fn scratch(rules: Option<&str>) -> tempfile::TempDir {
     dir
 }
 
-/// Runs `webhookd ARGS` in `dir` with `env` only: (exit code, stdout + stderr).
-async fn webhookd(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
-    let out = Command::new(webhookd_bin())
-        .args(args)
-        .env_clear()
-        .envs(env.iter().copied())
-        .current_dir(dir)
-        .output()
-        .await
-        .expect("webhookd runs");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), text)
-}
-
 #[tokio::test]
 async fn rules_examples_pass_check_and_those_marked_invalid_fail_it() {
     let mut failures = Vec::new();
@@ -128,7 +112,7 @@ async fn rules_examples_pass_check_and_those_marked_invalid_fail_it() {
             let dir = scratch(Some(&block.body));
             let mut env = vec![("WEBHOOKD_SECRET", "s"), ("WEBHOOKD_RULES", "rules.toml")];
             env.extend(forward_secrets(&block.body).into_iter().map(|name| (name, "example")));
-            let (code, out) = webhookd(dir.path(), &["check"], &env).await;
+            let (code, out) = run_webhookd_in(dir.path(), &["check"], &env).await;
             let want = if block.info.iter().any(|w| w == "invalid") { 2 } else { 0 };
             if code != want {
                 failures.push(format!("{}: `webhookd check` exited {code}, expected {want}:\n{out}", block.at));
@@ -203,7 +187,7 @@ async fn console_transcripts_match_what_webhookd_prints() {
                         Some("a console block runs only `[VAR=value …] webhookd ARGS` (no quotes, pipes or redirections); use ```sh for other commands".to_owned())
                     } else {
                         commands += 1;
-                        let (code, out) = webhookd(dir.path(), &words[split + 1..], &env).await;
+                        let (code, out) = run_webhookd_in(dir.path(), &words[split + 1..], &env).await;
                         last_code = Some(code);
                         let printed: BTreeSet<&str> = out.lines().map(str::trim).collect();
                         let missing: Vec<&String> =
@@ -247,7 +231,7 @@ async fn environment_examples_pass_check() {
             std::fs::write(dir.path().join("example.env"), vars).expect("write env file");
             let secret: &[(&str, &str)] =
                 if vars.contains("WEBHOOKD_SECRET") { &[] } else { &[("WEBHOOKD_SECRET", "s")] };
-            let (code, out) = webhookd(dir.path(), &["--env-file", "example.env", "check"], secret).await;
+            let (code, out) = run_webhookd_in(dir.path(), &["--env-file", "example.env", "check"], secret).await;
             if code != 0 {
                 failures.push(format!("{}: `webhookd check` exited {code}:\n{out}", block.at));
             }

@@ -136,14 +136,20 @@ fn forward_lines(
     });
 }
 
-/// Runs `webhookd ARGS` to completion with `env` only; returns the exit code and the output.
+/// Runs `webhookd ARGS` to completion with `env` only, in a fresh folder;
+/// returns the exit code and the output.
 pub async fn run_webhookd(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     let workdir = tempfile::tempdir().expect("workdir");
+    run_webhookd_in(workdir.path(), args, env).await
+}
+
+/// As `run_webhookd`, in `dir`.
+pub async fn run_webhookd_in(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     let out = Command::new(webhookd_bin())
         .args(args)
         .env_clear()
         .envs(env.iter().copied())
-        .current_dir(workdir.path())
+        .current_dir(dir)
         .output()
         .await
         .expect("webhookd runs");

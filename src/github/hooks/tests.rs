@@ -139,9 +139,9 @@ async fn the_app_hook_is_read_with_the_jwt_page_by_page_following_the_link_curso
     // No installation token is involved.
     Mock::given(method("POST")).respond_with(ResponseTemplate::new(500)).expect(0).mount(&github).await;
     let (client, _) = app_client(&github.uri());
-    assert!(client.can_read(&HookTarget::App));
+    assert!(client.can_read(&HookSpec::App));
 
-    let first = client.hook_deliveries(&HookTarget::App, None).await.expect("first page");
+    let first = client.hook_deliveries(&HookSpec::App, None).await.expect("first page");
     let ids: Vec<u64> = first.items.iter().map(|d| d.id).collect();
     assert_eq!(ids, [3, 2]);
     assert_eq!(first.next.as_deref(), Some("v1_2+x"), "the cursor, decoded");
@@ -151,7 +151,7 @@ async fn the_app_hook_is_read_with_the_jwt_page_by_page_following_the_link_curso
     assert_eq!((newest.installation_id, newest.repository_id), (Some(123), Some(456)));
     assert!(newest.guid.starts_with("0b989ba4-") && !newest.redelivery);
 
-    let second = client.hook_deliveries(&HookTarget::App, first.next.as_deref()).await.expect("second page");
+    let second = client.hook_deliveries(&HookSpec::App, first.next.as_deref()).await.expect("second page");
     assert_eq!(second.items.iter().map(|d| d.id).collect::<Vec<_>>(), [1]);
     assert_eq!(second.items[0].status_code, 503);
     assert_eq!(second.next, None, "the last page");
@@ -181,8 +181,8 @@ async fn a_first_page_answered_304_without_a_link_still_leads_to_the_next() {
         .mount(&github)
         .await;
     let (client, _) = app_client(&github.uri());
-    let fresh = client.hook_deliveries(&HookTarget::App, None).await.expect("page");
-    let cached = client.hook_deliveries(&HookTarget::App, None).await.expect("page again");
+    let fresh = client.hook_deliveries(&HookSpec::App, None).await.expect("page");
+    let cached = client.hook_deliveries(&HookSpec::App, None).await.expect("page again");
     assert_eq!(cached.items.len(), 1);
     assert_eq!((fresh.next.as_deref(), cached.next.as_deref()), (Some("c2"), Some("c2")));
     github.verify().await;
@@ -231,9 +231,9 @@ async fn org_and_repo_hooks_under_app_auth_run_as_their_installation_looked_up_o
         .await;
     let (client, metrics) = app_client(&github.uri());
     // Names are case-insensitive on GitHub: one lookup for both spellings.
-    let repo = HookTarget::Repo { repo: "octo/hello".into(), hook_id: 5 };
-    let same_repo = HookTarget::Repo { repo: "Octo/Hello".into(), hook_id: 5 };
-    let org = HookTarget::Org { org: "acme".into(), hook_id: 6 };
+    let repo = HookSpec::Repo { repo: "octo/hello".into(), hook_id: 5 };
+    let same_repo = HookSpec::Repo { repo: "Octo/Hello".into(), hook_id: 5 };
+    let org = HookSpec::Org { org: "acme".into(), hook_id: 6 };
     assert!(client.can_read(&repo) && client.can_read(&org));
 
     let page = client.hook_deliveries(&repo, None).await.expect("repo page");
@@ -279,7 +279,7 @@ async fn an_installation_that_no_longer_answers_is_looked_up_again() {
         .mount(&github)
         .await;
     let (client, _) = app_client(&github.uri());
-    let org = HookTarget::Org { org: "acme".into(), hook_id: 6 };
+    let org = HookSpec::Org { org: "acme".into(), hook_id: 6 };
     for _ in 0..2 {
         let error = client.hook_deliveries(&org, None).await.expect_err("404");
         assert!(matches!(error, GitHubError::Status { status: StatusCode::NOT_FOUND, .. }), "{error}");
@@ -310,19 +310,19 @@ async fn under_a_token_org_and_repo_hooks_use_it_and_the_app_hook_is_refused_uns
         .mount(&github)
         .await;
     let (client, _) = token_client(&github.uri());
-    let org = HookTarget::Org { org: "acme".into(), hook_id: 6 };
-    assert!(client.can_read(&org) && !client.can_read(&HookTarget::App));
+    let org = HookSpec::Org { org: "acme".into(), hook_id: 6 };
+    assert!(client.can_read(&org) && !client.can_read(&HookSpec::App));
 
     let page = client.hook_deliveries(&org, None).await.expect("org page");
     assert!(page.items.is_empty() && page.next.is_none());
-    let refused = client.hook_deliveries(&HookTarget::Repo { repo: "o/r".into(), hook_id: 5 }, None).await;
+    let refused = client.hook_deliveries(&HookSpec::Repo { repo: "o/r".into(), hook_id: 5 }, None).await;
     assert!(
         matches!(refused, Err(GitHubError::Status { status: StatusCode::FORBIDDEN, rate_limited: false, .. })),
         "{refused:?}"
     );
-    let gone = client.hook_deliveries(&HookTarget::Repo { repo: "o/gone".into(), hook_id: 5 }, None).await;
+    let gone = client.hook_deliveries(&HookSpec::Repo { repo: "o/gone".into(), hook_id: 5 }, None).await;
     assert!(matches!(gone, Err(GitHubError::Status { status: StatusCode::NOT_FOUND, .. })), "{gone:?}");
-    let app = client.hook_deliveries(&HookTarget::App, None).await.expect_err("a token cannot read the App's hook");
+    let app = client.hook_deliveries(&HookSpec::App, None).await.expect_err("a token cannot read the App's hook");
     assert!(matches!(app, GitHubError::AppOnly { .. }) && !app.is_retryable(), "{app}");
     assert!(app.to_string().contains("/app/hook/deliveries"), "{app}");
     github.verify().await;
@@ -338,7 +338,7 @@ async fn redeliveries_are_idempotent_posts_that_spend_no_content_budget() {
         .mount(&github)
         .await;
     let (client, metrics) = token_client(&github.uri());
-    let repo = HookTarget::Repo { repo: "o/r".into(), hook_id: 5 };
+    let repo = HookSpec::Repo { repo: "o/r".into(), hook_id: 5 };
     // The content budget allows 80 content-creating requests a minute.
     for n in 0..81 {
         client.redeliver(&repo, 8).await.unwrap_or_else(|e| panic!("redelivery {n}: {e}"));
@@ -366,10 +366,10 @@ async fn a_refused_jwt_raises_the_credential_alarm_and_a_success_clears_it() {
         .mount(&github)
         .await;
     let (client, _) = app_client(&github.uri());
-    let error = client.hook_deliveries(&HookTarget::App, None).await.expect_err("401");
+    let error = client.hook_deliveries(&HookSpec::App, None).await.expect_err("401");
     assert!(matches!(error, GitHubError::AppCredentials(_)) && !error.is_retryable(), "{error}");
     assert!(client.credential_alarm().problem().is_some_and(|p| p.contains("/app/hook/deliveries")));
-    client.hook_deliveries(&HookTarget::App, None).await.expect("accepted");
+    client.hook_deliveries(&HookSpec::App, None).await.expect("accepted");
     assert_eq!(client.credential_alarm().problem(), None);
     github.verify().await;
 }
@@ -379,28 +379,28 @@ async fn a_dry_run_reads_nothing_and_sends_nothing() {
     let github = MockServer::start().await;
     Mock::given(wiremock::matchers::any()).respond_with(ResponseTemplate::new(500)).expect(0).mount(&github).await;
     let (client, _) = client(&github.uri(), None);
-    let repo = HookTarget::Repo { repo: "o/r".into(), hook_id: 5 };
-    assert!(!client.can_read(&repo) && !client.can_read(&HookTarget::App));
+    let repo = HookSpec::Repo { repo: "o/r".into(), hook_id: 5 };
+    assert!(!client.can_read(&repo) && !client.can_read(&HookSpec::App));
     let page = client.hook_deliveries(&repo, None).await.expect("dry run");
     assert!(page.items.is_empty() && page.next.is_none());
-    client.redeliver(&HookTarget::App, 1).await.expect("dry run");
+    client.redeliver(&HookSpec::App, 1).await.expect("dry run");
     github.verify().await;
 }
 
 #[test]
 fn names_that_would_not_stay_one_path_segment_are_refused() {
     for repo in ["o/r", "my-org/my.repo_1", "O/R"] {
-        HookTarget::Repo { repo: repo.into(), hook_id: 1 }.path().expect(repo);
+        HookSpec::Repo { repo: repo.into(), hook_id: 1 }.path().expect(repo);
     }
     for repo in ["o", "o/r/x", "/r", "o/", "o/..", "o/r?x=1", "o/r#x", "o%2Fr/x", "ö/r", &"r".repeat(101)] {
-        let error = HookTarget::Repo { repo: repo.into(), hook_id: 1 }.path().expect_err(repo);
+        let error = HookSpec::Repo { repo: repo.into(), hook_id: 1 }.path().expect_err(repo);
         assert!(matches!(error, GitHubError::InvalidTarget(_)), "{repo}");
     }
     for org in ["", ".", "a/b", "a b"] {
-        assert!(HookTarget::Org { org: org.into(), hook_id: 1 }.path().is_err(), "{org}");
+        assert!(HookSpec::Org { org: org.into(), hook_id: 1 }.path().is_err(), "{org}");
     }
-    assert_eq!(HookTarget::Org { org: "acme".into(), hook_id: 7 }.path().expect("org"), "/orgs/acme/hooks/7");
-    assert_eq!(HookTarget::App.path().expect("app"), "/app/hook");
+    assert_eq!(HookSpec::Org { org: "acme".into(), hook_id: 7 }.path().expect("org"), "/orgs/acme/hooks/7");
+    assert_eq!(HookSpec::App.path().expect("app"), "/app/hook");
 }
 
 #[test]
