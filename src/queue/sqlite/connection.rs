@@ -76,10 +76,12 @@ pub(crate) fn open_connection(path: &Path, create: bool) -> Result<Connection, C
 /// checkpoint.
 const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
 
-/// The settings of the one connection that writes deliveries.
-pub(crate) fn tune_writer(conn: &Connection) -> Result<(), Cause> {
+/// Opens (creating) the one connection that writes deliveries: the
+/// settings every connection needs, and its checkpoint interval.
+pub(crate) fn open_writer(path: &Path) -> Result<Connection, Cause> {
+    let conn = open_connection(path, true)?;
     conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
-    Ok(())
+    Ok(conn)
 }
 
 /// Brings the database to the current schema in one transaction (the
@@ -167,10 +169,11 @@ mod tests {
     #[test]
     fn the_writer_checkpoints_less_often_than_sqlite_by_default() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let conn = open_connection(&dir.path().join("w.db"), true).expect("open");
+        let path = dir.path().join("w.db");
         let pages = |conn: &Connection| conn.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get::<_, i64>(0));
-        assert_eq!(pages(&conn).expect("read"), 1000, "SQLite's default, which other connections keep");
-        tune_writer(&conn).expect("tune");
-        assert_eq!(pages(&conn).expect("read"), WAL_AUTOCHECKPOINT_PAGES);
+        let writer = open_writer(&path).expect("open the writer");
+        assert_eq!(pages(&writer).expect("read"), WAL_AUTOCHECKPOINT_PAGES);
+        let reader = open_connection(&path, false).expect("open a reader");
+        assert_eq!(pages(&reader).expect("read"), 1000, "SQLite's default, which other connections keep");
     }
 }

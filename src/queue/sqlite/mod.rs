@@ -131,8 +131,7 @@ impl SqliteQueue {
         let bodies = body_log::dir_for(&absolute);
         body_log::tighten(&bodies)
             .map_err(|e| open_error(Cause::file(format!("cannot read the body log {}", bodies.display()), e)))?;
-        let conn = open_connection(path, true).map_err(open_error)?;
-        connection::tune_writer(&conn).map_err(open_error)?;
+        let conn = connection::open_writer(path).map_err(open_error)?;
         apply_schema(&conn, SCHEMA).map_err(open_error)?;
         let referenced = rows::highest_referenced_segment(&conn).map_err(|e| open_error(e.into()))?;
         let log = body_log::BodyLog::open(&bodies, options.body_segment_bytes, referenced)
