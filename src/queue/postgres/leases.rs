@@ -4,7 +4,6 @@
 //! lock, takes over expired leases and prunes.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use sqlx::{Connection, Row};
@@ -65,13 +64,11 @@ pub(super) async fn recount(shared: Arc<Shared>) {
             }
             continue;
         }
-        let changes = shared.queued_changes.load(Ordering::SeqCst);
+        let before = shared.queued.counting();
         match count_queued(&shared.pools.durable).await {
-            // Only if nothing changed it here meanwhile: the next one will.
-            Ok(queued) if shared.queued_changes.load(Ordering::SeqCst) == changes => {
-                shared.queued.store(queued, Ordering::SeqCst);
+            Ok(queued) => {
+                shared.queued.counted(before, queued);
             }
-            Ok(_) => {}
             Err(e) => {
                 shared.health.failed(&e);
             }

@@ -22,6 +22,7 @@
 pub mod admin;
 mod connect;
 mod deployment;
+mod depth;
 mod health;
 mod inserter;
 mod leases;
@@ -33,7 +34,7 @@ mod tests;
 mod wakeups;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -92,11 +93,8 @@ pub(crate) struct Shared {
     /// Wakes idle workers (a NOTIFY, a retry of ours falling due, close).
     wake: Notify,
     /// Rows waiting in the shared queue, as last counted plus what this
-    /// instance stored and claimed since.
-    queued: AtomicUsize,
-    /// Local changes to `queued`: a recount that raced one is not stored
-    /// (it could undo a claim or an insert counted meanwhile).
-    queued_changes: AtomicUsize,
+    /// instance stored, claimed and put back since.
+    queued: depth::Depth,
     /// Deliveries this instance holds: claim token to delivery id.
     in_flight: Mutex<HashMap<i64, String>>,
     /// Done and dead rows, as last counted (whole-table counts are not
@@ -173,8 +171,7 @@ impl PostgresQueue {
             options,
             health: Arc::new(Health::new(url.host())),
             wake: Notify::new(),
-            queued: AtomicUsize::new(queued),
-            queued_changes: AtomicUsize::new(0),
+            queued: depth::Depth::new(queued),
             in_flight: Mutex::new(HashMap::new()),
             finished_counts: Mutex::new(None),
             last_lane: AtomicI64::new(i64::MIN),
@@ -219,6 +216,7 @@ impl PostgresQueue {
             CredentialScheme::DryRun => "none",
         };
         let after = if by_lane { s.last_lane.load(Ordering::SeqCst) } else { i64::MIN };
+        let change = s.queued.change();
         let claim = |after| {
             within(
                 claim_statement(by_lane, after, token, lease_ms, closing, scheme, &s.owner)
@@ -233,8 +231,7 @@ impl PostgresQueue {
         let Some(row) = row else { return Ok(None) };
         let lane: i64 = row.try_get("lane")?;
         s.last_lane.store(lane, Ordering::SeqCst);
-        s.queued_changes.fetch_add(1, Ordering::SeqCst);
-        let _ = s.queued.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| Some(n.saturating_sub(1)));
+        change.apply(-1);
         let id: String = row.try_get("delivery_id")?;
         match restore(&row) {
             Ok(mut delivery) => {
@@ -487,6 +484,7 @@ impl DeliveryQueue for PostgresQueue {
         if self.shared.health.outage().is_some() {
             return Err(EnqueueError::Store);
         }
+        let change = self.shared.queued.change();
         let (reply, answer) = oneshot::channel();
         let sender = self.inserts.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let Some(sender) = sender else { return Err(EnqueueError::Closed) };
@@ -495,9 +493,7 @@ impl DeliveryQueue for PostgresQueue {
         }
         match answer.await {
             Ok(Ok(true)) => {
-                self.shared.queued_changes.fetch_add(1, Ordering::SeqCst);
-                self.shared.queued_changes.fetch_add(1, Ordering::SeqCst);
-                self.shared.queued.fetch_add(1, Ordering::SeqCst);
+                change.apply(1);
                 Ok(Enqueued::Queued)
             }
             Ok(Ok(false)) => Ok(Enqueued::Duplicate),
@@ -574,14 +570,14 @@ impl DeliveryQueue for PostgresQueue {
             },
             Outcome::Failed(error) => (Settle::Dead { error: text(&error) }, Settled::Failed),
         };
+        let change = self.shared.queued.change();
         let written = self.record(delivery, &settle).await;
         if written && !matches!(settle, Settle::Again { .. }) {
             // This instance's own metrics see its outcomes at once.
             *self.shared.finished_counts.lock().unwrap_or_else(PoisonError::into_inner) = None;
         }
         if let (true, Settle::Again { wait_ms, pause, .. }) = (written, settle) {
-            self.shared.queued_changes.fetch_add(1, Ordering::SeqCst);
-            self.shared.queued.fetch_add(1, Ordering::SeqCst);
+            change.apply(1);
             self.shared.due_in(Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0)));
             let fast = &self.shared.pools.fast;
             wakeups::announce(fast, "webhookd_due", &wait_ms.to_string()).await;
@@ -593,7 +589,7 @@ impl DeliveryQueue for PostgresQueue {
     }
 
     fn depth(&self) -> usize {
-        self.shared.queued.load(Ordering::SeqCst)
+        self.shared.queued.get()
     }
 
     fn has_room(&self) -> bool {
