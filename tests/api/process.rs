@@ -31,6 +31,8 @@ pub struct Daemon {
     child: Child,
     lines: mpsc::UnboundedReceiver<String>,
     output: Arc<Mutex<String>>,
+    /// The tasks reading stdout and stderr, until the pipes close.
+    readers: Vec<tokio::task::JoinHandle<()>>,
     pub address: String,
     /// The working directory; the default store lives in `data/` below it.
     pub workdir: Arc<tempfile::TempDir>,
@@ -71,9 +73,11 @@ impl Daemon {
         let mut child = command.spawn().expect("daemon starts");
         let (tx, lines) = mpsc::unbounded_channel();
         let output = Arc::new(Mutex::new(String::new()));
-        forward_lines(child.stdout.take().expect("stdout"), tx.clone(), output.clone());
-        forward_lines(child.stderr.take().expect("stderr"), tx, output.clone());
-        let mut daemon = Self { child, lines, output, address: String::new(), workdir };
+        let readers = vec![
+            forward_lines(child.stdout.take().expect("stdout"), tx.clone(), output.clone()),
+            forward_lines(child.stderr.take().expect("stderr"), tx, output.clone()),
+        ];
+        let mut daemon = Self { child, lines, output, readers, address: String::new(), workdir };
         let started = daemon.wait_for_line("webhookd started").await;
         let line: serde_json::Value = serde_json::from_str(&started).expect("JSON log line");
         daemon.address = format!("http://{}", line["listen"].as_str().expect("listen field"));
@@ -107,9 +111,14 @@ impl Daemon {
         kill(Pid::from_raw(i32::try_from(pid).expect("pid fits")), signal).expect("signal sent");
     }
 
-    /// Waits for the process to exit.
+    /// Waits for the process to exit and for its last lines to be read
+    /// (they may still sit in the pipes when it has exited).
     pub async fn wait(&mut self) -> ExitStatus {
-        tokio::time::timeout(WAIT, self.child.wait()).await.expect("daemon exits in time").expect("wait")
+        let status = tokio::time::timeout(WAIT, self.child.wait()).await.expect("daemon exits in time").expect("wait");
+        for reader in std::mem::take(&mut self.readers) {
+            tokio::time::timeout(WAIT, reader).await.expect("output read to its end").expect("reader");
+        }
+        status
     }
 
     /// Everything the daemon wrote so far, stdout and stderr.
@@ -122,7 +131,7 @@ fn forward_lines(
     stream: impl AsyncRead + Unpin + Send + 'static,
     tx: mpsc::UnboundedSender<String>,
     output: Arc<Mutex<String>>,
-) {
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut lines = BufReader::new(stream).lines();
         while let Ok(Some(line)) = lines.next_line().await {
@@ -133,7 +142,7 @@ fn forward_lines(
             }
             let _ = tx.send(line);
         }
-    });
+    })
 }
 
 /// Runs `webhookd ARGS` to completion with `env` only, in a fresh folder;
