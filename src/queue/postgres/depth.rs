@@ -8,9 +8,14 @@
 //! change is bracketed: it is *open* from before its statement until its
 //! delta is applied, and a count is stored only if no change was open or
 //! closed while it ran. Under steady load some change is always open;
-//! then a count older than `STALE_AFTER` is stored anyway, off by at most
-//! the changes open at that moment (workers plus an insert batch), and
-//! corrected by the next quiet count.
+//! then a count older than `STALE_AFTER` is stored anyway, off by about
+//! the changes that overlapped it (claims in flight and the deliveries
+//! being inserted), until a count is next stored.
+//!
+//! Small gaps remain, each closed by the next stored count: a change that
+//! opens and lands between the last check and the store; an insert whose
+//! request was dropped (or timed out) but which commits after all; rows
+//! put back in the queue without a local delta (a requeue, a takeover).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -95,7 +100,7 @@ impl Change<'_> {
 
 impl Drop for Change<'_> {
     // Also when nothing was committed (a duplicate, an error, a dropped
-    // request): a count that overlapped may have seen an uncertain commit.
+    // request): a count that overlapped is not stored.
     fn drop(&mut self) {
         self.depth.closed.fetch_add(1, Ordering::SeqCst);
         self.depth.open.fetch_sub(1, Ordering::SeqCst);

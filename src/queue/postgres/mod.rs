@@ -5,8 +5,10 @@
 //! - A delivery is answered 2xx only once its row is committed
 //!   (`synchronous_commit = on`); concurrent requests share commits
 //!   (`inserter`). The UNIQUE delivery id deduplicates across instances.
-//! - Workers claim one due row at a time with `FOR UPDATE SKIP LOCKED`,
-//!   writing this instance as owner, a lease and a claim token. A live
+//! - Workers claim due rows with `FOR UPDATE SKIP LOCKED`, writing this
+//!   instance as owner, a lease and a claim token per row: one row at a
+//!   time, or (one credential, a backlog waiting) several, the rest held
+//!   for this instance's next idle workers (`claim_batch`). A live
 //!   instance renews its leases (`leases`); a dead one's expire and the
 //!   housekeeper (one instance at a time, under an advisory lock) queues
 //!   them again. An outcome is recorded only with the claim's token, so an
@@ -33,7 +35,7 @@ pub(crate) mod test_db;
 mod tests;
 mod wakeups;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -68,6 +70,8 @@ const HOUSEKEEPING_LOCK: i64 = 0x7768_0002;
 const RECOVERY_LOCK: i64 = 0x7768_0003;
 /// Safety net: idle workers look for due rows at least this often.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Most rows one claim takes (`claim_batch`).
+const MAX_CLAIM_BATCH: usize = 16;
 /// Longest wait between tries while the server is unreachable.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -147,6 +151,9 @@ pub struct PostgresQueue {
     /// restart must not drain the whole deployment's backlog.
     closed: AtomicBool,
     ledger: Arc<ledger::PgLedger>,
+    /// Deliveries claimed with another (`claim_batch`) that no worker took
+    /// yet; their leases are renewed with the rest (`Shared::in_flight`).
+    prefetched: Mutex<VecDeque<Delivery>>,
     /// The last counts read, answered while counting fails.
     last_counts: Mutex<StateCounts>,
 }
@@ -198,12 +205,14 @@ impl PostgresQueue {
             tasks: Mutex::new(tasks),
             closed: AtomicBool::new(false),
             ledger,
+            prefetched: Mutex::new(VecDeque::new()),
             last_counts: Mutex::new(StateCounts::default()),
         })
     }
 
     /// Claims the oldest due row of the next installation in turn (under App
-    /// auth) or the oldest due row (otherwise), skipping paused credentials.
+    /// auth) or the oldest due rows (otherwise: several when a backlog
+    /// waits, the rest kept in `prefetched`), skipping paused credentials.
     async fn claim(&self) -> Result<Option<Delivery>, sqlx::Error> {
         let s = &self.shared;
         let token = fastrand::i64(1..);
@@ -216,44 +225,78 @@ impl PostgresQueue {
             CredentialScheme::DryRun => "none",
         };
         let after = if by_lane { s.last_lane.load(Ordering::SeqCst) } else { i64::MIN };
+        // Under App auth each claim is one installation's turn: one row.
+        let limit = if by_lane { 1 } else { claim_batch(s.queued.get()) };
         let change = s.queued.change();
-        let claim = |after| {
-            within(
-                claim_statement(by_lane, after, token, lease_ms, closing, scheme, &s.owner)
-                    .fetch_optional(&s.pools.fast),
-            )
+        let statement = claim_sql_for(by_lane, limit);
+        let claim = |after: i64| {
+            let query = sqlx::query(statement).bind(after).bind(token).bind(lease_ms).bind(closing).bind(scheme);
+            within(query.bind(&s.owner).fetch_all(&s.pools.fast))
         };
-        let mut row = claim(after).await?;
-        if row.is_none() && after != i64::MIN {
+        let mut rows = claim(after).await?;
+        if rows.is_empty() && after != i64::MIN {
             // The turn goes round: from the first installation again.
-            row = claim(i64::MIN).await?;
+            rows = claim(i64::MIN).await?;
         }
-        let Some(row) = row else { return Ok(None) };
-        let lane: i64 = row.try_get("lane")?;
-        s.last_lane.store(lane, Ordering::SeqCst);
-        change.apply(-1);
-        let id: String = row.try_get("delivery_id")?;
-        match restore(&row) {
-            Ok(mut delivery) => {
-                delivery.claim = Some(token);
-                s.in_flight.lock().unwrap_or_else(PoisonError::into_inner).insert(token, id);
-                Ok(Some(delivery))
-            }
-            Err(error) => {
-                tracing::error!(delivery.id = %id, %error, "stored delivery cannot be read back; marked dead");
-                within(
-                    sqlx::query(
-                        "UPDATE webhookd_deliveries SET state = 'dead', finished_at = webhookd_now_ms(),
-                                last_error = $2, owner = NULL, lease_until = NULL, lease_token = NULL
-                         WHERE state = 'running' AND lease_token = $1",
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        change.apply(-isize::try_from(rows.len()).unwrap_or(isize::MAX));
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let (seq, token, id): (i64, i64, String) =
+                (row.try_get("seq")?, row.try_get("lease_token")?, row.try_get("delivery_id")?);
+            s.last_lane.store(row.try_get("lane")?, Ordering::SeqCst);
+            match restore(row) {
+                Ok(mut delivery) => {
+                    delivery.claim = Some(token);
+                    s.in_flight.lock().unwrap_or_else(PoisonError::into_inner).insert(token, id);
+                    claimed.push((seq, delivery));
+                }
+                Err(error) => {
+                    tracing::error!(delivery.id = %id, %error, "stored delivery cannot be read back; marked dead");
+                    within(
+                        sqlx::query(
+                            "UPDATE webhookd_deliveries SET state = 'dead', finished_at = webhookd_now_ms(),
+                                    last_error = $2, owner = NULL, lease_until = NULL, lease_token = NULL
+                             WHERE state = 'running' AND lease_token = $1",
+                        )
+                        .bind(token)
+                        .bind(text(&error))
+                        .execute(&s.pools.durable),
                     )
-                    .bind(token)
-                    .bind(text(&error))
-                    .execute(&s.pools.durable),
-                )
-                .await?;
-                Box::pin(self.claim()).await
+                    .await?;
+                }
             }
+        }
+        // RETURNING keeps no order: oldest first.
+        claimed.sort_unstable_by_key(|(seq, _)| *seq);
+        let mut claimed = claimed.into_iter().map(|(_, delivery)| delivery);
+        let Some(first) = claimed.next() else { return Box::pin(self.claim()).await };
+        self.prefetched.lock().unwrap_or_else(PoisonError::into_inner).extend(claimed);
+        Ok(Some(first))
+    }
+
+    /// Puts claimed deliveries no worker has started back in the queue,
+    /// their attempt not spent: after a pause of the one credential they
+    /// would all run into it.
+    async fn hand_back_prefetched(&self) {
+        let held: Vec<Delivery> = self.prefetched.lock().unwrap_or_else(PoisonError::into_inner).drain(..).collect();
+        let tokens: Vec<i64> = held.iter().filter_map(|d| d.claim).collect();
+        if tokens.is_empty() {
+            return;
+        }
+        let change = self.shared.queued.change();
+        match self.requeue(&tokens, true).await {
+            Ok(n) => change.apply(isize::try_from(n).unwrap_or(isize::MAX)),
+            // Their leases end and they are due again then.
+            Err(e) => {
+                tracing::warn!(error = %describe(&e), held = tokens.len(), "could not hand back prefetched deliveries; their leases will end")
+            }
+        }
+        let mut in_flight = self.shared.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+        for token in tokens {
+            in_flight.remove(&token);
         }
     }
 
@@ -322,36 +365,42 @@ impl PostgresQueue {
     }
 }
 
-/// The claim for one row: of the first installation after `after` (by
-/// id) that has a due row and is not paused, when `by_lane`.
-fn claim_statement<'q>(
-    by_lane: bool,
-    after: i64,
-    token: i64,
-    lease_ms: i64,
-    closing: bool,
-    scheme: &'q str,
-    owner: &'q str,
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    sqlx::query(if by_lane { &CLAIM_BY_LANE } else { &CLAIM_OLDEST })
-        .bind(after)
-        .bind(token)
-        .bind(lease_ms)
-        .bind(closing)
-        .bind(scheme)
-        .bind(owner)
+/// The claim for up to `limit` rows (`claim_batch`): of the first
+/// installation after `after` (by id) that has a due row and is not paused,
+/// when `by_lane` (then one row).
+fn claim_sql_for(by_lane: bool, limit: usize) -> &'static str {
+    if by_lane {
+        return &CLAIM_BY_LANE;
+    }
+    // The largest size that `limit` allows (the smallest is one row).
+    let oldest = &*CLAIM_OLDEST;
+    &oldest.iter().rev().find(|(size, _)| *size <= limit).unwrap_or(&oldest[0]).1
 }
 
-/// The claim statement, ordered by installation then age, or by age alone.
-static CLAIM_BY_LANE: LazyLock<String> = LazyLock::new(|| claim_sql("coalesce(installation_id, -1), seq"));
-static CLAIM_OLDEST: LazyLock<String> = LazyLock::new(|| claim_sql("seq"));
+/// Rows one claim takes: one while the queue is short (a row claimed ahead
+/// waits on this instance while another's workers may be idle), more as the
+/// backlog grows (planning and running a claim cost the server more than
+/// the row it moves), up to `MAX_CLAIM_BATCH`.
+fn claim_batch(depth: usize) -> usize {
+    (1 + depth / 32).min(MAX_CLAIM_BATCH)
+}
 
-fn claim_sql(order: &str) -> String {
+/// The claim statements: by installation then age, one row; by age alone,
+/// in batches of 1, 2, 4, 8 and 16 rows. The limit is written in, not a
+/// parameter: once PostgreSQL plans a statement for any parameters (after
+/// five runs, when that looks as cheap), it assumes an unknown limit takes a
+/// tenth of the rows, and a plan that sorts the backlog won (draining
+/// took twice as long).
+static CLAIM_BY_LANE: LazyLock<String> = LazyLock::new(|| claim_sql("coalesce(installation_id, -1), seq", 1));
+static CLAIM_OLDEST: LazyLock<[(usize, String); 5]> =
+    LazyLock::new(|| [1, 2, 4, 8, MAX_CLAIM_BATCH].map(|size| (size, claim_sql("seq", size))));
+
+fn claim_sql(order: &str, limit: usize) -> String {
     const LANE: &str = "coalesce(installation_id, -1)";
     format!(
         "UPDATE webhookd_deliveries SET state = 'running', owner = $6, lease_until = webhookd_now_ms() + $3,
-                lease_token = $2, attempts = attempts + 1, runs = runs + 1
-         WHERE seq = (
+                lease_token = $2 # seq, attempts = attempts + 1, runs = runs + 1
+         WHERE seq = ANY(ARRAY(
              SELECT seq FROM webhookd_deliveries q
              WHERE state = 'queued' AND next_attempt_at <= webhookd_now_ms()
                AND (NOT $4 OR received_by = $6)
@@ -364,9 +413,9 @@ fn claim_sql(order: &str) -> String {
                    SELECT 1 FROM webhookd_pauses
                    WHERE $5 = 'token' AND credential = 'token' AND until_ms > webhookd_now_ms()))
              ORDER BY {order}
-             LIMIT 1
-             FOR UPDATE SKIP LOCKED)
-         RETURNING delivery_id, event, hook_id, target_type, target_id, content_kind, body, received_at,
+             LIMIT {limit}
+             FOR UPDATE SKIP LOCKED))
+         RETURNING seq, lease_token, delivery_id, event, hook_id, target_type, target_id, content_kind, body, received_at,
                    attempts, runs, {LANE} AS lane"
     )
 }
@@ -508,7 +557,12 @@ impl DeliveryQueue for PostgresQueue {
             let woken = self.shared.wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            match self.claim().await {
+            let prefetched = self.prefetched.lock().unwrap_or_else(PoisonError::into_inner).pop_front();
+            let claimed = match prefetched {
+                Some(delivery) => Ok(Some(delivery)),
+                None => self.claim().await,
+            };
+            match claimed {
                 Ok(Some(delivery)) => {
                     // There may be more: wake the next idle worker, which
                     // wakes another if it finds one too. A notification
@@ -570,19 +624,23 @@ impl DeliveryQueue for PostgresQueue {
             },
             Outcome::Failed(error) => (Settle::Dead { error: text(&error) }, Settled::Failed),
         };
-        let change = self.shared.queued.change();
+        // Only a delivery due again changes the queue's depth.
+        let change = matches!(settle, Settle::Again { .. }).then(|| self.shared.queued.change());
         let written = self.record(delivery, &settle).await;
         if written && !matches!(settle, Settle::Again { .. }) {
             // This instance's own metrics see its outcomes at once.
             *self.shared.finished_counts.lock().unwrap_or_else(PoisonError::into_inner) = None;
         }
         if let (true, Settle::Again { wait_ms, pause, .. }) = (written, settle) {
-            change.apply(1);
+            if let Some(change) = change {
+                change.apply(1);
+            }
             self.shared.due_in(Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0)));
             let fast = &self.shared.pools.fast;
             wakeups::announce(fast, "webhookd_due", &wait_ms.to_string()).await;
             if let Some((credential, ms)) = pause {
                 wakeups::announce(fast, "webhookd_paused", &format!("{credential} {ms}")).await;
+                self.hand_back_prefetched().await;
             }
         }
         settled
@@ -651,6 +709,8 @@ impl DeliveryQueue for PostgresQueue {
             task.abort();
             let _ = task.await;
         }
+        // Claimed ahead and never started: back with their attempt unspent.
+        self.hand_back_prefetched().await;
         // Claims still held (a drain timeout) go back now, attempt counted,
         // rather than when their lease ends.
         let leftover = self.shared.tokens();
