@@ -242,20 +242,35 @@ impl PostgresQueue {
             return Ok(None);
         }
         change.apply(-isize::try_from(rows.len()).unwrap_or(isize::MAX));
+        // Nothing is held (renewed, handed out) until every row is read: a
+        // row left out by an error here is not renewed, so its lease ends
+        // and it is due again.
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
-            let (seq, token, id): (i64, i64, String) =
-                (row.try_get("seq")?, row.try_get("lease_token")?, row.try_get("delivery_id")?);
-            s.last_lane.store(row.try_get("lane")?, Ordering::SeqCst);
+            let read = || -> Result<(i64, i64, String, i64), sqlx::Error> {
+                Ok((
+                    row.try_get("seq")?,
+                    row.try_get("lease_token")?,
+                    row.try_get("delivery_id")?,
+                    row.try_get("lane")?,
+                ))
+            };
+            let (seq, token, id, lane) = match read() {
+                Ok(read) => read,
+                Err(error) => {
+                    tracing::error!(%error, "a claimed row cannot be read; it is due again once its lease ends");
+                    continue;
+                }
+            };
+            s.last_lane.store(lane, Ordering::SeqCst);
             match restore(row) {
                 Ok(mut delivery) => {
                     delivery.claim = Some(token);
-                    s.in_flight.lock().unwrap_or_else(PoisonError::into_inner).insert(token, id);
-                    claimed.push((seq, delivery));
+                    claimed.push((seq, token, id, delivery));
                 }
                 Err(error) => {
                     tracing::error!(delivery.id = %id, %error, "stored delivery cannot be read back; marked dead");
-                    within(
+                    let dead = within(
                         sqlx::query(
                             "UPDATE webhookd_deliveries SET state = 'dead', finished_at = webhookd_now_ms(),
                                     last_error = $2, owner = NULL, lease_until = NULL, lease_token = NULL
@@ -265,16 +280,30 @@ impl PostgresQueue {
                         .bind(text(&error))
                         .execute(&s.pools.durable),
                     )
-                    .await?;
+                    .await;
+                    if let Err(e) = dead {
+                        tracing::warn!(delivery.id = %id, error = %describe(&e),
+                            "could not mark it dead; it is tried again once its lease ends");
+                    }
                 }
             }
         }
         // RETURNING keeps no order: oldest first.
-        claimed.sort_unstable_by_key(|(seq, _)| *seq);
-        let mut claimed = claimed.into_iter().map(|(_, delivery)| delivery);
-        let Some(first) = claimed.next() else { return Box::pin(self.claim()).await };
-        self.prefetched.lock().unwrap_or_else(PoisonError::into_inner).extend(claimed);
-        Ok(Some(first))
+        claimed.sort_unstable_by_key(|(seq, ..)| *seq);
+        let first = {
+            let mut in_flight = s.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut claimed = claimed.into_iter().map(|(_, token, id, delivery)| {
+                in_flight.insert(token, id);
+                delivery
+            });
+            let first = claimed.next();
+            self.prefetched.lock().unwrap_or_else(PoisonError::into_inner).extend(claimed);
+            first
+        };
+        match first {
+            Some(first) => Ok(Some(first)),
+            None => Box::pin(self.claim()).await,
+        }
     }
 
     /// Puts claimed deliveries no worker has started back in the queue,
