@@ -689,6 +689,8 @@ impl DeliveryQueue for PostgresQueue {
     }
 
     async fn abandon(&self, interrupted: &[DeliveryId]) -> Abandoned {
+        // Claimed ahead and never started: back now, counted in `kept`.
+        self.hand_back_prefetched().await;
         let tokens: Vec<i64> = {
             let held = self.shared.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
             held.iter()

@@ -280,3 +280,24 @@ async fn a_pause_hands_back_what_was_claimed_ahead_with_its_attempt_unspent() {
     assert!(handed.iter().any(|id| id == "p01"), "{handed:?}");
     q.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_drain_timeout_puts_back_what_was_claimed_ahead_and_counts_it_kept() {
+    let Some(db) = TestDb::create().await else { return };
+    let q = PostgresQueue::open(&db.url, token_options()).await.expect("opens");
+    for n in 0..64 {
+        q.enqueue(delivery(&format!("k{n:02}"))).await.expect("queued");
+    }
+    let running = next(&q).await;
+    assert!(count(&db, "SELECT count(*) FROM webhookd_deliveries WHERE state = 'running'").await > 1);
+    q.close();
+    let left = q.abandon(std::slice::from_ref(running.id())).await;
+    assert_eq!(left.kept, 64, "every delivery is back in the store");
+    assert_eq!(count(&db, "SELECT count(*) FROM webhookd_deliveries WHERE state = 'queued'").await, 64);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM webhookd_deliveries WHERE attempts = 0").await,
+        63,
+        "only the interrupted one spent an attempt"
+    );
+    q.shutdown().await;
+}
