@@ -215,7 +215,8 @@ impl PostgresQueue {
     /// waits, the rest kept in `prefetched`), skipping paused credentials.
     async fn claim(&self) -> Result<Option<Delivery>, sqlx::Error> {
         let s = &self.shared;
-        let token = fastrand::i64(1..);
+        // Each row's claim token is this XOR its seq: one of its own.
+        let token_base = fastrand::i64(1..);
         let lease_ms = i64::try_from(s.options.lease.as_millis()).unwrap_or(i64::MAX);
         let closing = self.closed.load(Ordering::SeqCst);
         let by_lane = s.options.credentials == CredentialScheme::App;
@@ -230,7 +231,7 @@ impl PostgresQueue {
         let change = s.queued.change();
         let statement = claim_sql_for(by_lane, limit);
         let claim = |after: i64| {
-            let query = sqlx::query(statement).bind(after).bind(token).bind(lease_ms).bind(closing).bind(scheme);
+            let query = sqlx::query(statement).bind(after).bind(token_base).bind(lease_ms).bind(closing).bind(scheme);
             within(query.bind(&s.owner).fetch_all(&s.pools.fast))
         };
         let mut rows = claim(after).await?;
@@ -270,17 +271,8 @@ impl PostgresQueue {
                 }
                 Err(error) => {
                     tracing::error!(delivery.id = %id, %error, "stored delivery cannot be read back; marked dead");
-                    let dead = within(
-                        sqlx::query(
-                            "UPDATE webhookd_deliveries SET state = 'dead', finished_at = webhookd_now_ms(),
-                                    last_error = $2, owner = NULL, lease_until = NULL, lease_token = NULL
-                             WHERE state = 'running' AND lease_token = $1",
-                        )
-                        .bind(token)
-                        .bind(text(&error))
-                        .execute(&s.pools.durable),
-                    )
-                    .await;
+                    let dead = Settle::Dead { error: text(&error) };
+                    let dead = within(dead.statement(token).execute(&s.pools.durable)).await;
                     if let Err(e) = dead {
                         tracing::warn!(delivery.id = %id, error = %describe(&e),
                             "could not mark it dead; it is tried again once its lease ends");
@@ -310,8 +302,8 @@ impl PostgresQueue {
     /// their attempt not spent: after a pause of the one credential they
     /// would all run into it.
     async fn hand_back_prefetched(&self) {
-        let held: Vec<Delivery> = self.prefetched.lock().unwrap_or_else(PoisonError::into_inner).drain(..).collect();
-        let tokens: Vec<i64> = held.iter().filter_map(|d| d.claim).collect();
+        let tokens: Vec<i64> =
+            self.prefetched.lock().unwrap_or_else(PoisonError::into_inner).drain(..).filter_map(|d| d.claim).collect();
         if tokens.is_empty() {
             return;
         }

@@ -211,9 +211,24 @@ async fn count(db: &TestDb, query: &str) -> i64 {
     sqlx::query_scalar(query).fetch_one(&mut conn).await.expect("a count")
 }
 
+const RUNNING: &str = "SELECT count(*) FROM webhookd_deliveries WHERE state = 'running'";
+
 /// One credential (a token): under a backlog a claim takes several rows.
 fn token_options() -> PostgresOptions {
     PostgresOptions { capacity: 200, credentials: CredentialScheme::Token, ..options(Duration::from_secs(30)) }
+}
+
+/// A token-mode queue with 64 deliveries (`{prefix}00`…), the first handed
+/// out and the next rows of its batch claimed ahead.
+async fn first_of_a_batch(prefix: &str) -> Option<(TestDb, PostgresQueue, Delivery)> {
+    let db = TestDb::create().await?;
+    let q = PostgresQueue::open(&db.url, token_options()).await.expect("opens");
+    for n in 0..64 {
+        q.enqueue(delivery(&format!("{prefix}{n:02}"))).await.expect("queued");
+    }
+    let first = next(&q).await;
+    assert!(count(&db, RUNNING).await > 1, "rows claimed ahead");
+    Some((db, q, first))
 }
 
 #[tokio::test]
@@ -226,9 +241,8 @@ async fn under_a_backlog_one_claim_takes_several_rows_each_handed_out_once_oldes
     }
     let first = next(&q).await;
     assert_eq!(first.id().as_str(), "d000");
-    let running = count(&db, "SELECT count(*) FROM webhookd_deliveries WHERE state = 'running'").await;
+    let running = count(&db, RUNNING).await;
     assert_eq!(running, 4, "one statement claimed a batch (1 + 100 / 32 rows, rounded down to a size it has)");
-    assert!(running > 1);
     // Each claimed row carries a claim of its own: every outcome lands on
     // its row only.
     assert_eq!(q.finish(&first, Outcome::Ok).await, Settled::Done);
@@ -248,17 +262,11 @@ async fn under_a_backlog_one_claim_takes_several_rows_each_handed_out_once_oldes
 
 #[tokio::test]
 async fn a_pause_hands_back_what_was_claimed_ahead_with_its_attempt_unspent() {
-    let Some(db) = TestDb::create().await else { return };
-    let q = PostgresQueue::open(&db.url, token_options()).await.expect("opens");
-    for n in 0..64 {
-        q.enqueue(delivery(&format!("p{n:02}"))).await.expect("queued");
-    }
-    let first = next(&q).await;
-    assert!(count(&db, "SELECT count(*) FROM webhookd_deliveries WHERE state = 'running'").await > 1);
+    let Some((db, q, first)) = first_of_a_batch("p").await else { return };
     let until = std::time::SystemTime::now() + Duration::from_millis(300);
     let deferred = q.finish(&first, Outcome::Deferred { credential: CredentialKey::Token, until }).await;
     assert!(matches!(deferred, Settled::Deferred(_)), "{deferred:?}");
-    assert_eq!(count(&db, "SELECT count(*) FROM webhookd_deliveries WHERE state = 'running'").await, 0);
+    assert_eq!(count(&db, RUNNING).await, 0);
     assert_eq!(
         count(&db, "SELECT count(*) FROM webhookd_deliveries WHERE attempts = 0 AND runs = 0").await,
         63,
@@ -283,13 +291,7 @@ async fn a_pause_hands_back_what_was_claimed_ahead_with_its_attempt_unspent() {
 
 #[tokio::test]
 async fn a_drain_timeout_puts_back_what_was_claimed_ahead_and_counts_it_kept() {
-    let Some(db) = TestDb::create().await else { return };
-    let q = PostgresQueue::open(&db.url, token_options()).await.expect("opens");
-    for n in 0..64 {
-        q.enqueue(delivery(&format!("k{n:02}"))).await.expect("queued");
-    }
-    let running = next(&q).await;
-    assert!(count(&db, "SELECT count(*) FROM webhookd_deliveries WHERE state = 'running'").await > 1);
+    let Some((db, q, running)) = first_of_a_batch("k").await else { return };
     q.close();
     let left = q.abandon(std::slice::from_ref(running.id())).await;
     assert_eq!(left.kept, 64, "every delivery is back in the store");
